@@ -1,0 +1,155 @@
+//! Settings every service shares, read from flags and environment variables (clap).
+//!
+//! A service flattens these into its own config struct. Tests build them in code with
+//! [`ServerConfig::ephemeral`] instead of setting environment variables.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::RuntimeError;
+
+/// The gRPC and admin listeners and how the server drains.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+
+    /// After a stop signal, seconds to keep serving while reporting NOT_SERVING, so load
+    /// balancers stop routing here before the listener closes.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0.0)]
+    pub shutdown_drain_secs: f64,
+
+    /// Seconds in-flight calls get to finish once the listener has closed.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
+    pub shutdown_grace_secs: f64,
+
+    /// Deadline applied to a call that brings none (`grpc-timeout`); a shorter incoming
+    /// deadline wins.
+    #[arg(long, env = "DEFAULT_DEADLINE_SECS", default_value_t = 30.0)]
+    pub default_deadline_secs: f64,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent calls allowed on one HTTP/2 connection.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// How often readiness checks (database, NATS) run, in milliseconds.
+    #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 1000)]
+    pub readiness_interval_ms: u64,
+}
+
+impl ServerConfig {
+    /// Loopback on ephemeral ports with a fast readiness loop and no drain delay: for tests.
+    #[must_use]
+    pub fn ephemeral() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_drain_secs: 0.0,
+            shutdown_grace_secs: 10.0,
+            default_deadline_secs: 30.0,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 256,
+            readiness_interval_ms: 100,
+        }
+    }
+
+    /// Checks the values clap cannot: durations must be finite and non-negative.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        for (name, value) in [
+            ("SHUTDOWN_DRAIN_SECS", self.shutdown_drain_secs),
+            ("SHUTDOWN_GRACE_SECS", self.shutdown_grace_secs),
+            ("DEFAULT_DEADLINE_SECS", self.default_deadline_secs),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(RuntimeError::Config(format!(
+                    "{name} must be a non-negative number of seconds, got {value}"
+                )));
+            }
+        }
+        if self.default_deadline_secs == 0.0 {
+            return Err(RuntimeError::Config(
+                "DEFAULT_DEADLINE_SECS must be greater than zero".into(),
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(RuntimeError::Config(
+                "MAX_MESSAGE_BYTES must be at least 1024".into(),
+            ));
+        }
+        if self.readiness_interval_ms == 0 {
+            return Err(RuntimeError::Config(
+                "READINESS_INTERVAL_MS must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn drain_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_drain_secs)
+    }
+
+    pub(crate) fn grace_period(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs)
+    }
+
+    pub(crate) fn default_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.default_deadline_secs)
+    }
+
+    pub(crate) fn readiness_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_interval_ms)
+    }
+}
+
+/// Log output settings. The filter itself comes from `RUST_LOG`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A PostgreSQL database a service owns.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// Connection URL of the service's own database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Largest number of pooled connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Run the embedded migrations at start.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseConfig {
+    /// A config for `url` with the defaults, migrations on.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            database_url: url.into(),
+            database_max_connections: 10,
+            migrate_on_start: true,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Prometheus metrics of the gRPC server, served on the admin port at `/metrics`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// Labels of one finished call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// Full protobuf service name.
+    pub grpc_service: String,
+    /// Method name.
+    pub grpc_method: String,
+    /// gRPC status code name, e.g. `OK`, `InvalidArgument`.
+    pub grpc_code: String,
+}
+
+/// Labels of one method.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// Full protobuf service name.
+    pub grpc_service: String,
+    /// Method name.
+    pub grpc_method: String,
+}
+
+type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// The server's metrics and the registry they live in. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub(crate) handled: Family<CallLabels, Counter>,
+    pub(crate) latency: HistogramFamily,
+    pub(crate) in_flight: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    /// A registry holding the standard gRPC server metrics.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shop");
+        let handled = Family::<CallLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let in_flight = Gauge::default();
+        registry.register(
+            "grpc_server_handled",
+            "gRPC calls completed, by method and status code",
+            handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time to the response headers of gRPC calls, by method",
+            latency.clone(),
+        );
+        registry.register(
+            "grpc_server_in_flight",
+            "gRPC calls being handled now",
+            in_flight.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            handled,
+            latency,
+            in_flight,
+        }
+    }
+
+    /// Lets a service register metrics of its own.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut registry)
+    }
+
+    /// The OpenMetrics text exposition of every registered metric.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = String::new();
+        encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

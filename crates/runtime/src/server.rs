@@ -1,0 +1,304 @@
+//! The gRPC server every service runs on.
+//!
+//! [`GrpcServerBuilder`] collects the service's tonic services and readiness checks, then
+//! [`GrpcServerBuilder::bind`] opens the gRPC and admin listeners (port 0 works: tests read the
+//! real address back) and [`GrpcServer::run_until`] serves until a shutdown future resolves.
+//!
+//! Every server gets, without the service asking: grpc.health.v1 following readiness, server
+//! reflection v1 and v1alpha over the whole descriptor set, the admin HTTP port, and this layer
+//! stack, outermost first:
+//!
+//! 1. [`RequestIdLayer`]: first, so every log line and metric below can name the call.
+//! 2. [`ObserveLayer`]: span + metrics around everything the call costs, rejections included.
+//! 3. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
+//!    the contract's `buf.validate` rules.
+//!
+//! tonic itself enforces the incoming deadline (`grpc-timeout`, bounded by the configured
+//! default deadline), the per-connection stream limit and message size limits.
+//!
+//! Shutdown: health flips to NOT_SERVING at once, the listener stays open for the drain delay
+//! (so load balancers notice), then closes; in-flight calls get the grace period to finish.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+};
+
+use crate::{
+    RuntimeError, admin,
+    config::ServerConfig,
+    metrics::Metrics,
+    observe::ObserveLayer,
+    readiness::{Readiness, ReadinessCheck},
+    request_id::RequestIdLayer,
+    validation::{RequestValidator, ValidationLayer},
+};
+
+/// Collects what a service serves before the listeners open.
+pub struct GrpcServerBuilder {
+    config: ServerConfig,
+    descriptor_set: &'static [u8],
+    routes: RoutesBuilder,
+    service_names: Vec<String>,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+    metrics: Metrics,
+    stopping: CancellationToken,
+}
+
+impl std::fmt::Debug for GrpcServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServerBuilder")
+            .field("services", &self.service_names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServerBuilder {
+    /// A server for the contracts in `descriptor_set` (usually `shop_proto::FILE_DESCRIPTOR_SET`).
+    #[must_use]
+    pub fn new(config: ServerConfig, descriptor_set: &'static [u8]) -> Self {
+        Self {
+            config,
+            descriptor_set,
+            routes: RoutesBuilder::default(),
+            service_names: Vec::new(),
+            checks: Vec::new(),
+            metrics: Metrics::new(),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Serves `service`; its name gets its own grpc.health.v1 entry.
+    #[must_use]
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME.to_owned());
+        self.routes.add_service(service);
+        self
+    }
+
+    /// A dependency the service is not ready without.
+    #[must_use]
+    pub fn readiness_check(mut self, check: impl ReadinessCheck) -> Self {
+        self.checks.push(Arc::new(check));
+        self
+    }
+
+    /// The metrics registry, for a service to add its own metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Cancelled when the listener closes: long-lived streams should end on it so the
+    /// grace period is not spent waiting for them.
+    #[must_use]
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    /// Validates the config and opens both listeners.
+    pub async fn bind(self) -> Result<GrpcServer, RuntimeError> {
+        self.config.validate()?;
+        let validator = RequestValidator::from_descriptor_set(
+            self.descriptor_set,
+            self.config.max_message_bytes,
+        )?;
+        let grpc_listener = bind(self.config.grpc_addr).await?;
+        let admin_listener = bind(self.config.admin_addr).await?;
+        let grpc_addr = local_addr(&grpc_listener)?;
+        let admin_addr = local_addr(&admin_listener)?;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = reflection(self.descriptor_set, &self.service_names)
+            .build_v1()
+            .map_err(|err| RuntimeError::Descriptor(err.to_string()))?;
+        let reflection_v1alpha = reflection(self.descriptor_set, &self.service_names)
+            .build_v1alpha()
+            .map_err(|err| RuntimeError::Descriptor(err.to_string()))?;
+
+        let mut routes = self.routes;
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let readiness = Arc::new(Readiness::new(self.checks, reporter, self.service_names));
+        // NOT_SERVING until the first round of checks has passed.
+        readiness
+            .refresh(
+                self.config
+                    .readiness_interval()
+                    .max(std::time::Duration::from_secs(1)),
+            )
+            .await;
+
+        tracing::info!(%grpc_addr, %admin_addr, "listening");
+        Ok(GrpcServer {
+            config: self.config,
+            grpc_listener,
+            admin_listener,
+            grpc_addr,
+            admin_addr,
+            routes: routes.routes(),
+            readiness,
+            validator,
+            metrics: self.metrics,
+            stopping: self.stopping,
+        })
+    }
+}
+
+/// Reflection over every contract (so clients resolve any type), advertising only the
+/// services this server actually serves.
+fn reflection<'a>(
+    descriptor_set: &'a [u8],
+    service_names: &[String],
+) -> tonic_reflection::server::Builder<'a> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    service_names.iter().fold(builder, |builder, name| {
+        builder.with_service_name(name.clone())
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RuntimeError> {
+    listener.local_addr().map_err(|source| RuntimeError::Io {
+        context: "reading the bound address",
+        source,
+    })
+}
+
+/// A bound server, ready to run.
+pub struct GrpcServer {
+    config: ServerConfig,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    routes: Routes,
+    readiness: Arc<Readiness>,
+    validator: RequestValidator,
+    metrics: Metrics,
+    stopping: CancellationToken,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// Where gRPC is served.
+    #[must_use]
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where the admin HTTP server listens.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The service's readiness, as health and `/readyz` report it.
+    #[must_use]
+    pub fn readiness(&self) -> Arc<Readiness> {
+        Arc::clone(&self.readiness)
+    }
+
+    /// Serves until `shutdown` resolves, then drains as described in the module docs.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RuntimeError> {
+        let background = CancellationToken::new();
+        let readiness_task = tokio::spawn(
+            Arc::clone(&self.readiness).run(self.config.readiness_interval(), background.clone()),
+        );
+        let admin = admin::router(Arc::clone(&self.readiness), self.metrics.clone());
+        let admin_stop = background.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(self.admin_listener, admin)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await
+        });
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(RequestIdLayer)
+            .layer(ObserveLayer::new(self.metrics.clone()))
+            .layer(ValidationLayer::new(self.validator.clone()));
+
+        let readiness = Arc::clone(&self.readiness);
+        let drain = self.config.drain_delay();
+        let stopping = self.stopping.clone();
+        let close_listener = async move {
+            shutdown.await;
+            readiness.begin_shutdown().await;
+            tracing::info!(?drain, "NOT_SERVING; draining before the listener closes");
+            tokio::time::sleep(drain).await;
+            stopping.cancel();
+        };
+
+        let serve = tonic::transport::Server::builder()
+            .timeout(self.config.default_deadline())
+            .max_concurrent_streams(self.config.max_concurrent_streams)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .layer(layers)
+            .serve_with_incoming_shutdown(
+                self.routes,
+                TcpListenerStream::new(self.grpc_listener),
+                close_listener,
+            );
+        tokio::pin!(serve);
+        let grace = self.config.grace_period();
+        let result = tokio::select! {
+            result = &mut serve => result.map_err(RuntimeError::Serve),
+            () = async { self.stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; abandoning calls still in flight");
+                Ok(())
+            }
+        };
+        background.cancel();
+        let _ = readiness_task.await;
+        match admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "admin server stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "admin server task failed"),
+        }
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,239 @@
+//! Request validation layer: enforces the protovalidate (`buf.validate`) rules written beside
+//! the fields in `proto/`, for every RPC of every service, before any handler runs.
+//!
+//! The layer knows each method's input type from the file descriptor set. It buffers the one
+//! request message of a unary or server-streaming call, decodes it dynamically, validates it,
+//! and either answers `INVALID_ARGUMENT` with a `BadRequest` detail naming each field at fault
+//! or passes the untouched bytes on to tonic. Client-streaming calls and paths it does not know
+//! (health, reflection) pass through unchanged.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes};
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use http_body_util::{BodyExt as _, Full, Limited};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use tonic::{Status, body::Body};
+
+use crate::RuntimeError;
+
+/// The rules of every method in a descriptor set, compiled once and shared.
+#[derive(Clone)]
+pub struct RequestValidator {
+    inputs: Arc<HashMap<String, MessageDescriptor>>,
+    validator: Arc<shop_validate::Validator>,
+    max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for RequestValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestValidator")
+            .field("methods", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestValidator {
+    /// Reads the input type of every unary and server-streaming method in `descriptor_set`.
+    pub fn from_descriptor_set(
+        descriptor_set: &[u8],
+        max_message_bytes: usize,
+    ) -> Result<Self, RuntimeError> {
+        let pool = DescriptorPool::decode(descriptor_set)
+            .map_err(|err| RuntimeError::Descriptor(err.to_string()))?;
+        let mut inputs = HashMap::new();
+        for service in pool.services() {
+            for method in service.methods().filter(|m| !m.is_client_streaming()) {
+                inputs.insert(
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    method.input(),
+                );
+            }
+        }
+        let validator = shop_validate::Validator::new(&pool)
+            .map_err(|err| RuntimeError::Descriptor(err.to_string()))?;
+        Ok(Self {
+            inputs: Arc::new(inputs),
+            validator: Arc::new(validator),
+            max_message_bytes,
+        })
+    }
+
+    /// Validates one encoded message of the input type of `path`. `Ok` for unknown paths.
+    pub fn check(&self, path: &str, message: &[u8]) -> Result<(), Status> {
+        let Some(descriptor) = self.inputs.get(path) else {
+            return Ok(());
+        };
+        let dynamic = DynamicMessage::decode(descriptor.clone(), message).map_err(|err| {
+            Status::invalid_argument(format!(
+                "request is not a valid {}: {err}",
+                descriptor.full_name()
+            ))
+        })?;
+        self.validator
+            .validate(&dynamic)
+            .map_err(|violations| to_status(&violations))
+    }
+
+    fn knows(&self, path: &str) -> bool {
+        self.inputs.contains_key(path)
+    }
+}
+
+/// `INVALID_ARGUMENT` with one `BadRequest` field violation per broken rule.
+fn to_status(violations: &shop_validate::Violations) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let mut details = ErrorDetails::new();
+    for violation in &violations.0 {
+        details.add_bad_request_violation(
+            violation.field.clone(),
+            format!("{} [{}]", violation.message, violation.rule),
+        );
+    }
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        violations.to_string(),
+        details,
+    )
+}
+
+/// Validates requests with a [`RequestValidator`].
+#[derive(Debug, Clone)]
+pub struct ValidationLayer {
+    validator: RequestValidator,
+}
+
+impl ValidationLayer {
+    /// A layer enforcing `validator`'s rules.
+    #[must_use]
+    pub fn new(validator: RequestValidator) -> Self {
+        Self { validator }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ValidationLayer {
+    type Service = Validate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Validate {
+            inner,
+            validator: self.validator.clone(),
+        }
+    }
+}
+
+/// The service made by [`ValidationLayer`].
+#[derive(Debug, Clone)]
+pub struct Validate<S> {
+    inner: S,
+    validator: RequestValidator,
+}
+
+// === impl Validate ===
+
+/// The single gRPC frame of `buffered`: `Ok(None)` when the frame is compressed (tonic decides
+/// what to do with it), `Err` when the framing itself is broken.
+fn single_frame(mut buffered: Bytes) -> Result<Option<Bytes>, Status> {
+    if buffered.len() < 5 {
+        return Err(Status::invalid_argument(
+            "request body is not a gRPC message",
+        ));
+    }
+    let compressed = buffered.get_u8();
+    let length = buffered.get_u32() as usize;
+    if compressed != 0 {
+        return Ok(None);
+    }
+    if buffered.len() != length {
+        return Err(Status::invalid_argument(
+            "request body must hold exactly one gRPC message",
+        ));
+    }
+    Ok(Some(buffered))
+}
+
+impl<S> tower_service::Service<Request<Body>> for Validate<S>
+where
+    S: tower_service::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        if !self.validator.knows(&path) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone that was polled ready serves this call; the fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let validator = self.validator.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let limit = validator.max_message_bytes.saturating_add(5);
+            let buffered = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    let status = if err.is::<http_body_util::LengthLimitError>() {
+                        Status::resource_exhausted(format!(
+                            "request message larger than {} bytes",
+                            validator.max_message_bytes
+                        ))
+                    } else {
+                        Status::cancelled(format!("request body could not be read: {err}"))
+                    };
+                    return Ok(status.into_http());
+                }
+            };
+            let verdict = single_frame(buffered.clone())
+                .and_then(|frame| frame.map_or(Ok(()), |msg| validator.check(&path, &msg)));
+            if let Err(status) = verdict {
+                return Ok(status.into_http());
+            }
+            let request = Request::from_parts(parts, Body::new(Full::new(buffered)));
+            inner.call(request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::single_frame;
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    fn frame(flag: u8, payload: &[u8], declared: u32) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_u8(flag);
+        buf.put_u32(declared);
+        buf.put_slice(payload);
+        buf.freeze()
+    }
+
+    #[test]
+    fn reads_one_uncompressed_frame() {
+        let payload = single_frame(frame(0, b"abc", 3)).unwrap();
+        assert_eq!(payload.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn leaves_compressed_frames_to_tonic() {
+        assert!(single_frame(frame(1, b"abc", 3)).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_broken_framing() {
+        assert!(single_frame(Bytes::from_static(b"\0\0")).is_err());
+        assert!(single_frame(frame(0, b"abc", 9)).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The catalog's errors and their one mapping to `tonic::Status`.
+
+use shop_runtime::status;
+use tonic::Status;
+
+/// Everything a catalog call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A request field breaks a rule the contract cannot express (e.g. a page token).
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// No product with that id.
+    #[error("product {0} not found")]
+    NotFound(String),
+    /// Another product has that SKU.
+    #[error("sku {0:?} already exists")]
+    SkuTaken(String),
+    /// The product changed since the caller read it.
+    #[error("product is at version {actual}, not {expected}")]
+    VersionMismatch { expected: i64, actual: i64 },
+    /// The database failed.
+    #[error("database error")]
+    Store(#[from] sqlx::Error),
+}
+
+impl CatalogError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<CatalogError> for Status {
+    fn from(err: CatalogError) -> Self {
+        match &err {
+            CatalogError::InvalidArgument { field, reason } => {
+                status::invalid_argument(field, reason)
+            }
+            CatalogError::NotFound(id) => status::not_found("shop.catalog.v1.Product", id),
+            CatalogError::SkuTaken(_) => status::already_exists("sku", &err.to_string()),
+            CatalogError::VersionMismatch { .. } => {
+                status::failed_precondition("expected_version", &err.to_string())
+            }
+            CatalogError::Store(source) if is_unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                status::unavailable("catalog database unavailable")
+            }
+            CatalogError::Store(_) => status::internal(&err),
+        }
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}

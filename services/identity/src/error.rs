@@ -1,0 +1,50 @@
+//! Identity's errors and their one mapping to `tonic::Status`.
+
+use shop_runtime::status;
+use tonic::Status;
+
+/// Everything an identity call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A request field breaks a rule the contract cannot express.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// An account with that email exists.
+    #[error("email is already registered")]
+    EmailTaken,
+    /// Unknown email or wrong password: deliberately not told apart.
+    #[error("email or password is wrong")]
+    BadCredentials,
+    /// No user with that id.
+    #[error("user {0} not found")]
+    NotFound(String),
+    /// Hashing or signing failed.
+    #[error("credential processing failed: {0}")]
+    Crypto(String),
+    /// The database failed.
+    #[error("database error")]
+    Store(#[from] sqlx::Error),
+}
+
+impl From<IdentityError> for Status {
+    fn from(err: IdentityError) -> Self {
+        match &err {
+            IdentityError::InvalidArgument { field, reason } => {
+                status::invalid_argument(field, reason)
+            }
+            IdentityError::EmailTaken => status::already_exists("email", &err.to_string()),
+            IdentityError::BadCredentials => status::unauthenticated(&err.to_string()),
+            IdentityError::NotFound(id) => status::not_found("shop.identity.v1.User", id),
+            IdentityError::Store(source)
+                if matches!(
+                    source,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                ) =>
+            {
+                tracing::warn!(error = %source, "database unavailable");
+                status::unavailable("identity database unavailable")
+            }
+            IdentityError::Crypto(_) | IdentityError::Store(_) => status::internal(&err),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `shop.identity.v1.IdentityService` over the store, and protobuf <-> domain mapping.
+//!
+//! Field rules (email format, password length, uuids) are enforced by the runtime's
+//! validation layer before these handlers run.
+
+use std::collections::HashMap;
+
+use shop_proto::identity::{self as pb, identity_service_server::IdentityService};
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    error::IdentityError,
+    keys::Keys,
+    password,
+    store::{PgIdentityStore, User},
+};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct IdentityGrpc {
+    store: PgIdentityStore,
+    keys: Keys,
+}
+
+impl IdentityGrpc {
+    pub fn new(store: PgIdentityStore, keys: Keys) -> Self {
+        Self { store, keys }
+    }
+}
+
+fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
+    }
+}
+
+fn user_to_pb(user: User) -> pb::User {
+    pb::User {
+        user_id: user.id.to_string(),
+        email: user.email,
+        display_name: user.display_name,
+        created_at: Some(timestamp(user.created_at)),
+    }
+}
+
+/// One account per mailbox: compare emails trimmed and lower-cased.
+fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn parse_id(field: &'static str, value: &str) -> Result<Uuid, IdentityError> {
+    Uuid::parse_str(value).map_err(|_| IdentityError::InvalidArgument {
+        field,
+        reason: "must be a UUID".into(),
+    })
+}
+
+/// Runs CPU-heavy credential work on the blocking pool so it does not stall the reactor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, IdentityError> + Send + 'static,
+) -> Result<T, IdentityError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| IdentityError::Crypto(err.to_string()))?
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityGrpc {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let display_name = request.display_name.trim().to_owned();
+        if display_name.is_empty() {
+            return Err(IdentityError::InvalidArgument {
+                field: "display_name",
+                reason: "must not be blank".into(),
+            }
+            .into());
+        }
+        let email = normalize_email(&request.email);
+        let password = request.password;
+        let hash = blocking(move || password::hash(&password)).await?;
+        let user = self.store.insert_user(&email, &display_name, &hash).await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user_to_pb(user)),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let email = normalize_email(&request.email);
+        let password = request.password;
+        let Some(credentials) = self.store.credentials_by_email(&email).await? else {
+            blocking(move || {
+                password::burn_verification(&password);
+                Ok(())
+            })
+            .await?;
+            return Err(IdentityError::BadCredentials.into());
+        };
+        let stored = credentials.password_hash.clone();
+        if !blocking(move || password::verify(&password, &stored)).await? {
+            return Err(IdentityError::BadCredentials.into());
+        }
+        let user = credentials.into_user();
+        let (access_token, expires_at) = self
+            .keys
+            .signer
+            .issue(&user.id.to_string(), Some(&user.email))
+            .map_err(|err| IdentityError::Crypto(err.to_string()))?;
+        Ok(Response::new(pb::LoginResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: i64::try_from(expires_at).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            user: Some(user_to_pb(user)),
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let id = parse_id("user_id", &request.get_ref().user_id)?;
+        let user = self.store.get_user(id).await?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user_to_pb(user)),
+        }))
+    }
+
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let ids = request
+            .get_ref()
+            .user_ids
+            .iter()
+            .map(|id| parse_id("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut found: HashMap<Uuid, User> = self
+            .store
+            .batch_get_users(&ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+        let mut response = pb::BatchGetUsersResponse::default();
+        for id in ids {
+            match found.remove(&id) {
+                Some(user) => response.users.push(user_to_pb(user)),
+                None => response.not_found_user_ids.push(id.to_string()),
+            }
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let keys = self
+            .keys
+            .jwks
+            .iter()
+            .map(|jwk| pb::Jwk {
+                kty: jwk.kty.clone(),
+                crv: jwk.crv.clone(),
+                kid: jwk.kid.clone(),
+                x: jwk.x.clone(),
+                alg: jwk.alg.clone(),
+                r#use: jwk.use_.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse { keys }))
+    }
+}

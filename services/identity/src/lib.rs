@@ -1,0 +1,97 @@
+//! The identity service: users, credentials and access tokens, behind
+//! `shop.identity.v1.IdentityService`.
+//!
+//! Passwords are hashed with argon2id on the blocking pool; access tokens are EdDSA JWTs
+//! signed with a key kept in the service's database and published by `GetJwks`.
+//!
+//! # Layout
+//! - `config`: settings.
+//! - `password`: argon2id hashing and verification, no I/O.
+//! - `keys`: the signing key in use, created on first start.
+//! - `store`: PostgreSQL (sqlx); the only module with SQL.
+//! - `grpc`: the tonic service and protobuf <-> domain mapping.
+//! - `error`: the one mapping from [`IdentityError`] to `tonic::Status`.
+//! - `events`: subjects of the events this service publishes.
+
+pub mod config;
+mod error;
+pub mod events;
+mod grpc;
+mod keys;
+mod password;
+mod store;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use shop_proto::identity::identity_service_server::IdentityServiceServer;
+use shop_runtime::{GrpcServer, GrpcServerBuilder, RuntimeError, db};
+
+pub use config::{Config, TokenConfig};
+pub use error::IdentityError;
+
+/// The migrations of the identity database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A bound identity service.
+#[derive(Debug)]
+pub struct App {
+    server: GrpcServer,
+}
+
+/// Why the identity service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The service kit failed (listeners, database, migrations).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The signing key could not be loaded or created.
+    #[error("signing key")]
+    SigningKey(#[source] IdentityError),
+}
+
+impl App {
+    /// Connects the database (running migrations if configured), loads or creates the
+    /// signing key, and binds the listeners.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pool = db::connect_lazy(&config.database)?;
+        if config.database.migrate_on_start {
+            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
+        }
+        let store = store::PgIdentityStore::new(pool.clone());
+        let signer = keys::load_or_create_signer(&store, &config.tokens)
+            .await
+            .map_err(StartError::SigningKey)?;
+        let service = grpc::IdentityGrpc::new(store, signer);
+        let max_message = config.server.max_message_bytes;
+        let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
+            .add_service(
+                IdentityServiceServer::new(service)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
+            )
+            .readiness_check(db::PgReadiness::new(pool))
+            .bind()
+            .await?;
+        Ok(Self { server })
+    }
+
+    /// Where gRPC is served.
+    #[must_use]
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.server.grpc_addr()
+    }
+
+    /// Where the admin HTTP server listens.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RuntimeError> {
+        self.server.run_until(shutdown).await
+    }
+}

@@ -1,0 +1,100 @@
+//! `spawn_app()`: an identity service on port 0 with a fresh database, and its client.
+
+use identity::{App, Config, TokenConfig};
+use shop_proto::identity::{RegisterRequest, User, identity_service_client::IdentityServiceClient};
+use shop_runtime::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
+use shop_testkit::Postgres;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub postgres: Postgres,
+    pub database_url: String,
+    pub client: IdentityServiceClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), shop_runtime::RuntimeError>>>,
+}
+
+pub fn config(database_url: &str) -> Config {
+    Config {
+        server: ServerConfig::ephemeral(),
+        database: DatabaseConfig::new(database_url),
+        telemetry: TelemetryConfig {
+            log_format: LogFormat::Text,
+        },
+        tokens: TokenConfig::default(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let postgres = Postgres::start().await.expect("postgres starts");
+    let database_url = postgres.fresh_database().await.expect("fresh database");
+    spawn_on(postgres, database_url).await
+}
+
+pub async fn spawn_on(postgres: Postgres, database_url: String) -> TestApp {
+    let app = App::build(config(&database_url))
+        .await
+        .expect("identity builds");
+    let addr = app.grpc_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects");
+    TestApp {
+        postgres,
+        database_url,
+        client: IdentityServiceClient::new(channel),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Stops the service, keeping the database for another instance.
+    pub async fn stop(mut self) -> (Postgres, String) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        (self.postgres, self.database_url)
+    }
+
+    pub async fn register(&mut self, email: &str, password: &str) -> User {
+        self.client
+            .register(RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                display_name: "Ada".into(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .user
+            .expect("user in response")
+    }
+}
+
+/// The fields named by the `BadRequest` detail of `status`.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|br| {
+            br.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,121 @@
+//! Support for the end-to-end tests: start the real services in-process on ephemeral ports
+//! with their own databases, and find the outside tools (`buf`, a Python with `grpcio-tools`)
+//! that `./scripts/test` installs.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use shop_runtime::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
+use shop_testkit::Postgres;
+use tokio::sync::oneshot;
+
+/// A service running in this process until dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn telemetry() -> TelemetryConfig {
+    TelemetryConfig {
+        log_format: LogFormat::Text,
+    }
+}
+
+fn spawn(
+    addr: SocketAddr,
+    run: impl FnOnce(oneshot::Receiver<()>) -> tokio::task::JoinHandle<()>,
+) -> Running {
+    let (stop, stopped) = oneshot::channel();
+    drop(run(stopped));
+    Running {
+        addr,
+        stop: Some(stop),
+    }
+}
+
+/// The catalog service on a fresh database of `postgres`.
+pub async fn start_catalog(postgres: &Postgres) -> anyhow::Result<Running> {
+    let config = catalog::Config {
+        server: ServerConfig::ephemeral(),
+        database: DatabaseConfig::new(postgres.fresh_database().await?),
+        telemetry: telemetry(),
+    };
+    let app = catalog::App::build(config).await?;
+    let addr = app.grpc_addr();
+    Ok(spawn(addr, |stopped| {
+        tokio::spawn(async move {
+            let _ = app.run_until(async { drop(stopped.await) }).await;
+        })
+    }))
+}
+
+/// The identity service on a fresh database of `postgres`.
+pub async fn start_identity(postgres: &Postgres) -> anyhow::Result<Running> {
+    let config = identity::Config {
+        server: ServerConfig::ephemeral(),
+        database: DatabaseConfig::new(postgres.fresh_database().await?),
+        telemetry: telemetry(),
+        tokens: identity::TokenConfig::default(),
+    };
+    let app = identity::App::build(config).await?;
+    let addr = app.grpc_addr();
+    Ok(spawn(addr, |stopped| {
+        tokio::spawn(async move {
+            let _ = app.run_until(async { drop(stopped.await) }).await;
+        })
+    }))
+}
+
+/// The workspace root.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `$SHOP_BUF`, else `buf` on `PATH`, else the workspace's npm install.
+pub fn buf() -> anyhow::Result<PathBuf> {
+    find_tool(
+        "SHOP_BUF",
+        "buf",
+        &[workspace_root().join(".tools/node_modules/.bin/buf")],
+    )
+}
+
+/// `$SHOP_PYTHON`, else the workspace `.venv` (where `./scripts/test` installs grpcio-tools).
+pub fn python() -> anyhow::Result<PathBuf> {
+    let venv = workspace_root().join(".venv/bin/python");
+    if let Some(path) = std::env::var_os("SHOP_PYTHON") {
+        return Ok(PathBuf::from(path));
+    }
+    if venv.exists() {
+        return Ok(venv);
+    }
+    bail!("no Python with grpcio-tools: run ./scripts/test (it creates .venv) or set SHOP_PYTHON")
+}
+
+fn find_tool(env: &str, name: &str, extra: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    on_path
+        .chain(extra.iter().cloned())
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!("`{name}` not found: run ./scripts/test (it installs it) or set {env}")
+        })
+}

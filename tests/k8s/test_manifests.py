@@ -1,0 +1,239 @@
+"""Every service binary is deployable, safely, in both overlays (rendered by kustomize)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import (
+    DESIGN_SERVICES,
+    EDGE,
+    REPO,
+    all_services,
+    deployed_services,
+    workspace_services,
+)
+
+SERVICES = all_services()
+DB_SERVICES = [s for s in SERVICES if s not in EDGE]
+
+# Who may open a gRPC connection to whom (shared/ARCHITECTURE.md): callee -> callers.
+CALLERS = {
+    "identity": {"gateway"},
+    "catalog": {"gateway", "orders"},
+    "inventory": {"gateway", "orders"},
+    "orders": {"gateway"},
+    "payments": {"orders"},
+    "shipping": set(),
+    "notifications": {"gateway"},
+}
+INFRA_EGRESS = {"postgres", "nats", "otel-collector"}
+
+DRAIN_SECS = 5
+GRACE_SECS = 20
+
+
+def container(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_service_lists_agree():
+    """Every workspace service has manifests, and the manifests name only design services."""
+    missing = sorted(set(workspace_services()) - set(deployed_services()))
+    assert not missing, f"services without k8s/base/services/<name>: {missing}"
+    assert set(deployed_services()) <= set(DESIGN_SERVICES)
+    assert SERVICES, "no services found in services/ nor k8s/base/services/"
+
+
+@pytest.mark.parametrize("service", sorted(workspace_services()))
+def test_binary_is_named_after_its_directory(service):
+    """The Dockerfile copies target/release/<SERVICE>; Tilt passes the directory name."""
+    assert service in workspace_services()[service]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_deployment_and_probes(rendered, overlay, service):
+    m = rendered[overlay]
+    deployment = m.get("Deployment", service)
+    assert deployment, f"{overlay}: no Deployment {service}"
+    c = container(deployment)
+    assert c["name"] == service
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in c, f"{overlay}/{service}: no {probe}"
+    if service in EDGE:
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    else:
+        # Native gRPC probes on grpc.health.v1.
+        assert c["readinessProbe"]["grpc"]["port"] == 50051
+        assert c["startupProbe"]["grpc"]["port"] == 50051
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["admin"] == 9090
+    assert ports.get("http" if service in EDGE else "grpc") == (8080 if service in EDGE else 50051)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_pod_security(rendered, overlay, service):
+    deployment = rendered[overlay].get("Deployment", service)
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(deployment)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == service
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{service}: {kind}"
+    assert pod["terminationGracePeriodSeconds"] > DRAIN_SECS + GRACE_SECS
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_configuration(rendered, overlay, service):
+    m = rendered[overlay]
+    c = container(m.get("Deployment", service))
+    config = m.get("ConfigMap", f"{service}-config")
+    assert config, f"{overlay}: no ConfigMap {service}-config"
+    assert {"configMapRef": {"name": f"{service}-config"}} in c["envFrom"]
+    data = config["data"]
+    assert data["GRPC_ADDR"] == "0.0.0.0:50051"
+    assert data["ADMIN_ADDR"] == "0.0.0.0:9090"
+    assert data["LOG_FORMAT"] == "json"
+    assert data["SHUTDOWN_DRAIN_SECS"] == str(DRAIN_SECS)
+    assert data["SHUTDOWN_GRACE_SECS"] == str(GRACE_SECS)
+    if service not in EDGE:
+        assert data["NATS_URL"].startswith("nats://")
+        assert data["NATS_STREAM_REPLICAS"] == ("3" if overlay == "prod" else "1")
+        assert data["MIGRATE_ON_START"] == "true"
+        env = {e["name"]: e for e in c.get("env", [])}
+        ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "DATABASE_URL" and ref["name"].startswith(f"{service}-db")
+    assert "DATABASE_URL" not in data, "a connection URL with a password in a ConfigMap"
+    account = m.get("ServiceAccount", service)
+    assert account and account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_pdb_and_policy(rendered, overlay, service):
+    m = rendered[overlay]
+    services = {s["metadata"]["name"]: s for s in m.selecting("Service", service)}
+    assert service in services, f"{overlay}: no ClusterIP Service {service}"
+    assert services[f"{service}-headless"]["spec"]["clusterIP"] == "None"
+    assert m.selecting("PodDisruptionBudget", service), f"{overlay}: no PDB for {service}"
+    policies = m.selecting("NetworkPolicy", service)
+    assert policies, f"{overlay}: no NetworkPolicy for {service}"
+    assert set(policies[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def _peers(rules: list[dict], direction: str) -> set[str]:
+    names = set()
+    for rule in rules:
+        for peer in rule.get(direction, []):
+            if "namespaceSelector" in peer:
+                continue
+            name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            if name:
+                names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_network_policy_follows_the_call_graph(rendered, overlay, service):
+    m = rendered[overlay]
+    policy = m.selecting("NetworkPolicy", service)[0]["spec"]
+    ingress, egress = policy.get("ingress", []), policy.get("egress", [])
+    if service in EDGE:
+        # Reachable from anywhere, on its HTTP port only.
+        assert any("from" not in r and r["ports"] == [{"port": "http", "protocol": "TCP"}] for r in ingress)
+    else:
+        assert _peers(ingress, "from") == CALLERS[service]
+    callees = {callee for callee, callers in CALLERS.items() if service in callers}
+    expected = callees | ({"otel-collector"} if service in EDGE else INFRA_EGRESS)
+    assert _peers(egress, "to") == expected
+    # Admin port open to Prometheus in the monitoring namespace only.
+    scrape = [r for r in ingress if any("namespaceSelector" in p for p in r.get("from", []))]
+    assert scrape and scrape[0]["ports"] == [{"port": "admin", "protocol": "TCP"}]
+
+
+def test_default_deny(rendered, overlay):
+    deny = rendered[overlay].get("NetworkPolicy", "default-deny")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_replicas_and_autoscaling(rendered, overlay):
+    m = rendered[overlay]
+    for service in SERVICES:
+        replicas = m.get("Deployment", service)["spec"]["replicas"]
+        hpa = m.get("HorizontalPodAutoscaler", service)
+        if overlay == "dev":
+            assert replicas == 1 and hpa is None
+        else:
+            assert replicas >= 3
+            assert hpa and hpa["spec"]["minReplicas"] >= 3
+            assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service}
+
+
+def test_nats_jetstream(rendered, overlay):
+    m = rendered[overlay]
+    nats = m.get("StatefulSet", "nats")
+    assert nats["spec"]["volumeClaimTemplates"], "JetStream needs a persistent volume"
+    config = next(c for c in m.of("ConfigMap") if c["metadata"]["name"].startswith("nats-config"))
+    conf = config["data"]["nats.conf"]
+    assert "jetstream" in conf
+    if overlay == "prod":
+        assert nats["spec"]["replicas"] == 3
+        routes = re.findall(r"nats://nats-(\d)\.nats-headless:6222", conf)
+        assert sorted(routes) == ["0", "1", "2"]
+    else:
+        assert nats["spec"]["replicas"] == 1 and "cluster {" not in conf
+
+
+def test_postgres_has_a_database_per_service(rendered, overlay):
+    m = rendered[overlay]
+    postgres = container(m.get("StatefulSet", "postgres"))
+    env = {e["name"]: e for e in postgres["env"]}
+    for service in DB_SERVICES:
+        ref = env[f"SHOP_DB_{service.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"].startswith(f"{service}-db") and ref["key"] == "DATABASE_URL"
+
+
+def test_no_secret_values_outside_dev(rendered):
+    assert not rendered["prod"].of("Secret"), "prod must reference Secrets, never define them"
+    import base64
+
+    for secret in rendered["dev"].of("Secret"):
+        for value in secret["data"].values():
+            assert "dev-only" in base64.b64decode(value).decode()
+
+
+def test_third_party_images_pinned(rendered, overlay):
+    for kind in ("Deployment", "StatefulSet"):
+        for o in rendered[overlay].of(kind):
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                image = c["image"]
+                name, _, tag = image.rpartition(":")
+                assert name and tag and tag != "latest" and "/" not in tag, f"unpinned image {image}"
+
+
+def test_checkov_skips_are_justified(rendered, overlay):
+    for o in rendered[overlay].objects:
+        for key, value in (o["metadata"].get("annotations") or {}).items():
+            if key.startswith("checkov.io/skip"):
+                assert re.fullmatch(r"CKV2?_[A-Z0-9_]+=.{40,}", value, re.S), f"{key}: {value}"
+
+
+def test_dockerfile_shares_one_build_and_runs_non_root():
+    text = (REPO / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    names = [s.split()[2] if " AS " in s.split("\n")[0] else "" for s in stages]
+    by_name = dict(zip(names, stages))
+    for stage in ("chef", "planner", "builder"):
+        # SERVICE must not reach the shared stages, or each service would rebuild the workspace.
+        assert "SERVICE" not in by_name[stage], f"{stage} depends on SERVICE"
+    assert "ARG SERVICE" in by_name["runtime"] and "cargo chef cook" in by_name["builder"]
+    assert re.search(r"^USER 65532:65532$", by_name["runtime"], re.M)
+    for skip in re.findall(r"^#checkov:skip=(.*)$", text, re.M):
+        assert re.fullmatch(r"CKV2?_DOCKER_\d+: .{40,}", skip), skip
