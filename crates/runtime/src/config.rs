@@ -153,3 +153,26 @@ impl DatabaseConfig {
         }
     }
 }
+
+/// The NATS JetStream server a service publishes to or consumes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsConfig {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Replicas of the streams this service provisions (3 on a production cluster).
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
+}
+
+impl NatsConfig {
+    /// A config for `url` with one replica.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            nats_url: url.into(),
+            nats_stream_replicas: 1,
+        }
+    }
+}

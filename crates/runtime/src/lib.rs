@@ -32,7 +32,7 @@ pub mod validation;
 
 use std::net::SocketAddr;
 
-pub use config::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
+pub use config::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
 pub use server::{GrpcServer, GrpcServerBuilder};
 pub use tokio_util::sync::CancellationToken;
 

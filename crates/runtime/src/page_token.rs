@@ -32,6 +32,18 @@ pub fn decode<M: prost::Message + Default>(token: &str) -> Result<Option<M>, Mal
         .map_err(|_| MalformedPageToken)
 }
 
+/// FNV-1a: a stable hash binding a page token to the filter it was issued for, so a token
+/// reused with another filter is refused instead of silently paging something else. Stable
+/// across builds and replicas, unlike `std`'s hasher.
+#[must_use]
+pub fn filter_hash(filter: &str) -> u64 {
+    filter
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// Page size to use for a request's `page_size` (0 means the default).
 #[must_use]
 pub fn page_size(requested: i32, default: u32, max: u32) -> u32 {
@@ -58,6 +70,12 @@ mod tests {
         assert_eq!(decode::<Cursor>("").unwrap(), None);
         assert_eq!(decode::<Cursor>("!!not base64!!"), Err(MalformedPageToken));
         assert_eq!(decode::<Cursor>("_w"), Err(MalformedPageToken));
+    }
+
+    #[test]
+    fn filter_hash_is_stable_and_discriminates() {
+        assert_eq!(filter_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(filter_hash("shoes"), filter_hash("shirts"));
     }
 
     #[test]

@@ -42,25 +42,3 @@ pub enum PageStart {
     First,
     After(Uuid),
 }
-
-/// FNV-1a: a stable hash binding a page token to the filter it was issued for, so a token
-/// reused with another filter is refused instead of silently paging something else.
-#[must_use]
-pub fn filter_hash(filter: &str) -> u64 {
-    filter
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::filter_hash;
-
-    #[test]
-    fn filter_hash_is_stable_and_discriminates() {
-        assert_eq!(filter_hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_ne!(filter_hash("shoes"), filter_hash("shirts"));
-    }
-}

@@ -8,13 +8,13 @@ use shop_proto::{
     catalog::{self as pb, catalog_service_server::CatalogService},
     common::{Money as PbMoney, PageCursor},
 };
-use shop_runtime::page_token;
+use shop_runtime::page_token::{self, filter_hash};
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Money, NewProduct, PageStart, Product, filter_hash},
+    domain::{Money, NewProduct, PageStart, Product},
     error::CatalogError,
     store::{Page, PgProductStore},
 };

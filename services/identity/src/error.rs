@@ -24,6 +24,9 @@ pub enum IdentityError {
     /// The database failed.
     #[error("database error")]
     Store(#[from] sqlx::Error),
+    /// The event could not be written to the outbox.
+    #[error("outbox")]
+    Outbox(#[from] shop_outbox::OutboxError),
 }
 
 impl From<IdentityError> for Status {
@@ -44,7 +47,9 @@ impl From<IdentityError> for Status {
                 tracing::warn!(error = %source, "database unavailable");
                 status::unavailable("identity database unavailable")
             }
-            IdentityError::Crypto(_) | IdentityError::Store(_) => status::internal(&err),
+            IdentityError::Crypto(_) | IdentityError::Store(_) | IdentityError::Outbox(_) => {
+                status::internal(&err)
+            }
         }
     }
 }

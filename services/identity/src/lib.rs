@@ -11,7 +11,7 @@
 //! - `store`: PostgreSQL (sqlx); the only module with SQL.
 //! - `grpc`: the tonic service and protobuf <-> domain mapping.
 //! - `error`: the one mapping from [`IdentityError`] to `tonic::Status`.
-//! - `events`: subjects of the events this service publishes.
+//! - `events`: the events this service publishes and the outbox relay that carries them.
 
 pub mod config;
 mod error;
@@ -23,8 +23,11 @@ mod store;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
+use async_nats::connection::State;
 use shop_proto::identity::identity_service_server::IdentityServiceServer;
-use shop_runtime::{GrpcServer, GrpcServerBuilder, RuntimeError, db};
+use shop_runtime::{
+    CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db, readiness::FnReadiness,
+};
 
 pub use config::{Config, TokenConfig};
 pub use error::IdentityError;
@@ -32,10 +35,20 @@ pub use error::IdentityError;
 /// The migrations of the identity database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A bound identity service.
-#[derive(Debug)]
+/// A bound identity service and its outbox relay.
 pub struct App {
     server: GrpcServer,
+    pool: sqlx::PgPool,
+    js: async_nats::jetstream::Context,
+    replicas: usize,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the identity service could not start.
@@ -47,6 +60,12 @@ pub enum StartError {
     /// The signing key could not be loaded or created.
     #[error("signing key")]
     SigningKey(#[source] IdentityError),
+    /// The outbox table could not be created.
+    #[error(transparent)]
+    Outbox(#[from] shop_outbox::OutboxError),
+    /// NATS could not be set up.
+    #[error(transparent)]
+    Events(#[from] shop_events::EventsError),
 }
 
 impl App {
@@ -56,7 +75,10 @@ impl App {
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
             db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
+            shop_outbox::migrate(&pool).await?;
         }
+        let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
+        let client = js.client();
         let store = store::PgIdentityStore::new(pool.clone());
         let signer = keys::load_or_create_signer(&store, &config.tokens)
             .await
@@ -69,10 +91,24 @@ impl App {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
             )
-            .readiness_check(db::PgReadiness::new(pool))
+            .readiness_check(db::PgReadiness::new(pool.clone()))
+            .readiness_check(FnReadiness::new("nats", move || {
+                let state = client.connection_state();
+                async move {
+                    match state {
+                        State::Connected => Ok(()),
+                        other => Err(format!("connection {other:?}")),
+                    }
+                }
+            }))
             .bind()
             .await?;
-        Ok(Self { server })
+        Ok(Self {
+            server,
+            pool,
+            js,
+            replicas: config.nats.nats_stream_replicas,
+        })
     }
 
     /// Where gRPC is served.
@@ -87,11 +123,21 @@ impl App {
         self.server.admin_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves and relays the outbox until `shutdown` resolves, then drains.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
-        self.server.run_until(shutdown).await
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(events::relay(
+            self.js,
+            self.pool,
+            self.replicas,
+            stop.clone(),
+        ));
+        let result = self.server.run_until(shutdown).await;
+        stop.cancel();
+        let _ = relay.await;
+        result
     }
 }

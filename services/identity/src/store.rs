@@ -1,5 +1,7 @@
 //! Identity's PostgreSQL store. The only module that speaks SQL.
 
+use shop_events::EventEnvelope;
+use shop_proto::identity::UserRegistered;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -79,8 +81,17 @@ impl PgIdentityStore {
             }
             Err(err) => return Err(err.into()),
         };
-        // UserRegistered joins this transaction through the outbox (events issue), so the
-        // account and its event commit together.
+        // The account and its event commit together, or neither does.
+        let event = UserRegistered {
+            user_id: user.id.to_string(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: user.created_at.unix_timestamp(),
+                nanos: i32::try_from(user.created_at.nanosecond()).unwrap_or(0),
+            }),
+        };
+        shop_outbox::add(&mut tx, &EventEnvelope::new(event)).await?;
         tx.commit().await?;
         Ok(user)
     }

@@ -8,8 +8,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use shop_runtime::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
-use shop_testkit::Postgres;
+use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
+use shop_testkit::{Nats, Postgres};
 use tokio::sync::oneshot;
 
 /// A service running in this process until dropped.
@@ -60,15 +60,33 @@ pub async fn start_catalog(postgres: &Postgres) -> anyhow::Result<Running> {
     }))
 }
 
-/// The identity service on a fresh database of `postgres`.
-pub async fn start_identity(postgres: &Postgres) -> anyhow::Result<Running> {
+/// The identity service on a fresh database of `postgres`, publishing to `nats`.
+pub async fn start_identity(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
     let config = identity::Config {
         server: ServerConfig::ephemeral(),
         database: DatabaseConfig::new(postgres.fresh_database().await?),
+        nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),
         tokens: identity::TokenConfig::default(),
     };
     let app = identity::App::build(config).await?;
+    let addr = app.grpc_addr();
+    Ok(spawn(addr, |stopped| {
+        tokio::spawn(async move {
+            let _ = app.run_until(async { drop(stopped.await) }).await;
+        })
+    }))
+}
+
+/// The notifications service on a fresh database of `postgres`, consuming from `nats`.
+pub async fn start_notifications(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
+    let config = notifications::Config {
+        server: ServerConfig::ephemeral(),
+        database: DatabaseConfig::new(postgres.fresh_database().await?),
+        nats: NatsConfig::new(nats.url()),
+        telemetry: telemetry(),
+    };
+    let app = notifications::App::build(config).await?;
     let addr = app.grpc_addr();
     Ok(spawn(addr, |stopped| {
         tokio::spawn(async move {

@@ -7,12 +7,13 @@ use shop_proto::{
     catalog::{CreateProductRequest, catalog_service_client::CatalogServiceClient},
     common::Money,
 };
-use shop_testkit::Postgres;
+use shop_testkit::{Nats, Postgres};
 
 #[tokio::test]
 async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     let postgres = Postgres::start().await.unwrap();
-    let identity = start_identity(&postgres).await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let identity = start_identity(&postgres, &nats).await.unwrap();
     let catalog = start_catalog(&postgres).await.unwrap();
 
     let mut client = CatalogServiceClient::connect(format!("http://{}", catalog.addr))

@@ -2,23 +2,25 @@
 
 use identity::{App, Config, TokenConfig};
 use shop_proto::identity::{RegisterRequest, User, identity_service_client::IdentityServiceClient};
-use shop_runtime::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
-use shop_testkit::Postgres;
+use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
+use shop_testkit::{Nats, Postgres};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub struct TestApp {
     pub postgres: Postgres,
+    pub nats: Nats,
     pub database_url: String,
     pub client: IdentityServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), shop_runtime::RuntimeError>>>,
 }
 
-pub fn config(database_url: &str) -> Config {
+pub fn config(database_url: &str, nats_url: &str) -> Config {
     Config {
         server: ServerConfig::ephemeral(),
         database: DatabaseConfig::new(database_url),
+        nats: NatsConfig::new(nats_url),
         telemetry: TelemetryConfig {
             log_format: LogFormat::Text,
         },
@@ -29,11 +31,12 @@ pub fn config(database_url: &str) -> Config {
 pub async fn spawn_app() -> TestApp {
     let postgres = Postgres::start().await.expect("postgres starts");
     let database_url = postgres.fresh_database().await.expect("fresh database");
-    spawn_on(postgres, database_url).await
+    let nats = Nats::start().await.expect("nats starts");
+    spawn_on(postgres, nats, database_url).await
 }
 
-pub async fn spawn_on(postgres: Postgres, database_url: String) -> TestApp {
-    let app = App::build(config(&database_url))
+pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> TestApp {
+    let app = App::build(config(&database_url, &nats.url()))
         .await
         .expect("identity builds");
     let addr = app.grpc_addr();
@@ -48,6 +51,7 @@ pub async fn spawn_on(postgres: Postgres, database_url: String) -> TestApp {
         .expect("connects");
     TestApp {
         postgres,
+        nats,
         database_url,
         client: IdentityServiceClient::new(channel),
         stop: Some(stop),
@@ -57,7 +61,7 @@ pub async fn spawn_on(postgres: Postgres, database_url: String) -> TestApp {
 
 impl TestApp {
     /// Stops the service, keeping the database for another instance.
-    pub async fn stop(mut self) -> (Postgres, String) {
+    pub async fn stop(mut self) -> (Postgres, Nats, String) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -66,7 +70,7 @@ impl TestApp {
                 .expect("server task")
                 .expect("server stops cleanly");
         }
-        (self.postgres, self.database_url)
+        (self.postgres, self.nats, self.database_url)
     }
 
     pub async fn register(&mut self, email: &str, password: &str) -> User {

@@ -67,8 +67,8 @@ async fn login_token_verifies_against_the_jwks() {
 async fn signing_key_survives_a_restart() {
     let mut app = spawn_app().await;
     let before = jwks(&mut app).await;
-    let (postgres, database_url) = app.stop().await;
-    let mut again = spawn_on(postgres, database_url).await;
+    let (postgres, nats, database_url) = app.stop().await;
+    let mut again = spawn_on(postgres, nats, database_url).await;
     assert_eq!(jwks(&mut again).await, before);
     again.stop().await;
 }

@@ -1,0 +1,27 @@
+//! Transactional outbox on sqlx/Postgres with a JetStream relay.
+//!
+//! A service writes its event with [`add`] in the same transaction as the business change, so
+//! the event exists iff the change committed. The [`Relay`] publishes committed rows to
+//! JetStream (awaiting acks) and marks them published. Any number of relays may run against one
+//! database: batches are claimed with `FOR UPDATE SKIP LOCKED`. Events keep their id as
+//! `Nats-Msg-Id`, so a republish after a crash is dropped by JetStream's duplicate window.
+//!
+//! # Layout
+//!
+//! - [`store`] has the table ([`MIGRATION_SQL`], [`migrate`]), [`add`], [`lag`],
+//!   [`purge_published`], [`republish`].
+//! - [`relay`] has [`Relay`] and [`RelayConfig`].
+//!
+//! Order: rows are claimed in id order, but several relays, retries and concurrent
+//! transactions mean consumers must not rely on a global order.
+
+mod error;
+pub mod relay;
+pub mod store;
+
+pub use error::OutboxError;
+pub use relay::{Relay, RelayConfig};
+pub use store::{
+    MIGRATION_SQL, NOTIFY_CHANNEL, OutboxLag, add, add_encoded, lag, migrate, purge_published,
+    republish,
+};

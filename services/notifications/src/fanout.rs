@@ -1,0 +1,59 @@
+//! Fan-out of new notifications to `WatchNotifications` streams on every replica: the
+//! transaction that stores a notification announces its id with `pg_notify`; each replica
+//! listens, loads the row and broadcasts it to its local watchers.
+
+use std::time::Duration;
+
+use shop_runtime::CancellationToken;
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{domain::Notification, store};
+
+/// How many notifications a slow watcher may fall behind before its stream is ended.
+pub const WATCH_BUFFER: usize = 1024;
+
+/// Listens until `stop` is cancelled, reconnecting after database outages.
+pub async fn run(pool: PgPool, sender: broadcast::Sender<Notification>, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        match listen(&pool, &sender, &stop).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, ?delay, "notification listener failed; reconnecting");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn listen(
+    pool: &PgPool,
+    sender: &broadcast::Sender<Notification>,
+    stop: &CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(store::NOTIFY_CHANNEL).await?;
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            message = listener.recv() => message?,
+        };
+        let Ok(id) = Uuid::parse_str(message.payload()) else {
+            tracing::warn!(
+                payload = message.payload(),
+                "ignoring a malformed announcement"
+            );
+            continue;
+        };
+        if let Some(notification) = store::get(pool, id).await? {
+            // No watcher is not an error.
+            let _ = sender.send(notification);
+        }
+    }
+}
