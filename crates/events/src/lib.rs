@@ -13,6 +13,7 @@
 //! - [`publisher`] has [`EventPublisher`].
 //! - [`handlers`] and [`runner`] have [`Handlers`] per event type and the [`ConsumerRunner`].
 //! - [`inbox`] has [`Inbox`] and its migration.
+//! - [`NatsReadiness`] makes NATS a readiness dependency of a service.
 //!
 //! Event types are any `prost::Message + prost::Name`; the full protobuf name is the type key.
 
@@ -22,6 +23,7 @@ pub mod handlers;
 pub mod inbox;
 pub mod provision;
 pub mod publisher;
+mod readiness;
 pub mod runner;
 
 pub use envelope::{EncodedEvent, EventEnvelope, EventMeta, subject_for};
@@ -30,6 +32,7 @@ pub use handlers::{Delivery, Handlers};
 pub use inbox::Inbox;
 pub use provision::{ConsumerSpec, StreamSpec};
 pub use publisher::{EventPublisher, Published};
+pub use readiness::NatsReadiness;
 pub use runner::{ConsumerRunner, UnknownEvents};
 
 /// Connects to NATS (retrying the first connection, reconnecting forever after) and returns

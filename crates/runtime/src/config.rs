@@ -43,6 +43,20 @@ pub struct ServerConfig {
     /// How often readiness checks (database, NATS) run, in milliseconds.
     #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 1000)]
     pub readiness_interval_ms: u64,
+
+    /// Calls handled at once across all connections; beyond it calls are shed at once with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+
+    /// Sustained calls per second allowed to one caller (`x-caller-id`, else peer IP);
+    /// 0 turns per-caller rate limiting off.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
+    pub rate_limit_per_second: u32,
+
+    /// Calls one caller may burst above its sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
 }
 
 impl ServerConfig {
@@ -58,6 +72,9 @@ impl ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 256,
             readiness_interval_ms: 100,
+            max_concurrent_requests: 256,
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 200,
         }
     }
 
@@ -84,12 +101,37 @@ impl ServerConfig {
                 "MAX_MESSAGE_BYTES must be at least 1024".into(),
             ));
         }
+        if self.max_concurrent_requests == 0 {
+            return Err(RuntimeError::Config(
+                "MAX_CONCURRENT_REQUESTS must be greater than zero".into(),
+            ));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(RuntimeError::Config(
+                "RATE_LIMIT_BURST must be greater than zero when rate limiting is on".into(),
+            ));
+        }
         if self.readiness_interval_ms == 0 {
             return Err(RuntimeError::Config(
                 "READINESS_INTERVAL_MS must be greater than zero".into(),
             ));
         }
         Ok(())
+    }
+
+    pub(crate) fn protection(&self) -> shop_resilience::server::ServerConfig {
+        let rate_limit = std::num::NonZeroU32::new(self.rate_limit_per_second).map(|per_second| {
+            shop_resilience::rate_limit::RateLimitConfig {
+                per_second,
+                burst: std::num::NonZeroU32::new(self.rate_limit_burst)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                ..Default::default()
+            }
+        });
+        shop_resilience::server::ServerConfig {
+            max_concurrent: self.max_concurrent_requests,
+            rate_limit,
+        }
     }
 
     pub(crate) fn drain_delay(&self) -> Duration {

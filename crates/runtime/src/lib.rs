@@ -6,18 +6,22 @@
 //! [`telemetry::init`], and passes [`shutdown::signal`] as that future.
 //!
 //! # Layout
+//! - [`client`]: resilient clients for calls to other services.
 //! - [`config`]: shared settings from flags and environment variables.
 //! - [`telemetry`]: tracing with `RUST_LOG`, text or JSON.
 //! - [`server`]: gRPC server with health, reflection, validation and the standard layers.
 //! - [`readiness`]: dependency checks that drive health and `/readyz`.
 //! - [`db`]: PostgreSQL pool, start-up migrations, readiness check.
+//! - [`convert`]: protobuf well-known types from stored types.
 //! - [`status`]: domain errors to `tonic::Status` with `google.rpc` details.
 //! - [`validation`], [`request_id`], [`observe`]: the server layers.
 //! - [`metrics`]: Prometheus metrics on the admin port.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
+pub mod client;
 pub mod config;
+pub mod convert;
 pub mod db;
 pub mod metrics;
 pub mod observe;

@@ -9,9 +9,15 @@
 //! stack, outermost first:
 //!
 //! 1. [`RequestIdLayer`]: first, so every log line and metric below can name the call.
-//! 2. [`ObserveLayer`]: span + metrics around everything the call costs, rejections included.
-//! 3. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
-//!    the contract's `buf.validate` rules.
+//! 2. [`ObserveLayer`]: span + metrics around everything the call costs, so shed and
+//!    rate-limited calls show in the metrics too.
+//! 3. `shop_resilience::server::ServerLayer`: the caller's deadline (`grpc-timeout`) becomes
+//!    `shop_resilience::deadline::current()` for the handler and the calls it makes; then the
+//!    per-caller rate limit (GCRA), so a noisy caller is refused before it takes a concurrency
+//!    slot; then load shedding over a global concurrency limit, answering RESOURCE_EXHAUSTED
+//!    at once instead of queueing without bound.
+//! 4. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
+//!    the contract's `buf.validate` rules, and only admitted calls pay for decoding.
 //!
 //! tonic itself enforces the incoming deadline (`grpc-timeout`, bounded by the configured
 //! default deadline), the per-connection stream limit and message size limits.
@@ -22,12 +28,12 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
+    transport::server::TcpIncoming,
 };
 
 use crate::{
@@ -258,6 +264,9 @@ impl GrpcServer {
         let layers = tower::ServiceBuilder::new()
             .layer(RequestIdLayer)
             .layer(ObserveLayer::new(self.metrics.clone()))
+            .layer(shop_resilience::server::ServerLayer::new(
+                &self.config.protection(),
+            ))
             .layer(ValidationLayer::new(self.validator.clone()));
 
         let readiness = Arc::clone(&self.readiness);
@@ -274,12 +283,13 @@ impl GrpcServer {
         let serve = tonic::transport::Server::builder()
             .timeout(self.config.default_deadline())
             .max_concurrent_streams(self.config.max_concurrent_streams)
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .layer(layers)
             .serve_with_incoming_shutdown(
                 self.routes,
-                TcpListenerStream::new(self.grpc_listener),
+                // Server::tcp_nodelay only covers listeners tonic binds itself; without
+                // TCP_NODELAY small responses wait out delayed ACKs (~40 ms tails).
+                TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true)),
                 close_listener,
             );
         tokio::pin!(serve);

@@ -8,8 +8,8 @@ use shop_proto::{
     catalog::{self as pb, catalog_service_server::CatalogService},
     common::{Money as PbMoney, PageCursor},
 };
+use shop_runtime::convert::timestamp;
 use shop_runtime::page_token::{self, filter_hash};
-use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -47,14 +47,6 @@ fn money_from_pb(field: &'static str, money: Option<PbMoney>) -> Result<Money, C
         nanos: money.nanos,
         currency_code: money.currency_code,
     })
-}
-
-fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        // Always 0..1e9, so it fits.
-        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
-    }
 }
 
 fn product_to_pb(product: Product) -> pb::Product {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use shop_proto::identity::{self as pb, identity_service_server::IdentityService};
-use time::OffsetDateTime;
+use shop_runtime::convert::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -27,13 +27,6 @@ pub struct IdentityGrpc {
 impl IdentityGrpc {
     pub fn new(store: PgIdentityStore, keys: Keys) -> Self {
         Self { store, keys }
-    }
-}
-
-fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
     }
 }
 

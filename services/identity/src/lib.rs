@@ -23,11 +23,8 @@ mod store;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use async_nats::connection::State;
 use shop_proto::identity::identity_service_server::IdentityServiceServer;
-use shop_runtime::{
-    CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db, readiness::FnReadiness,
-};
+use shop_runtime::{CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db};
 
 pub use config::{Config, TokenConfig};
 pub use error::IdentityError;
@@ -78,7 +75,6 @@ impl App {
             shop_outbox::migrate(&pool).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
-        let client = js.client();
         let store = store::PgIdentityStore::new(pool.clone());
         let signer = keys::load_or_create_signer(&store, &config.tokens)
             .await
@@ -92,15 +88,7 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(FnReadiness::new("nats", move || {
-                let state = client.connection_state();
-                async move {
-                    match state {
-                        State::Connected => Ok(()),
-                        other => Err(format!("connection {other:?}")),
-                    }
-                }
-            }))
+            .readiness_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {

@@ -86,10 +86,7 @@ impl PgIdentityStore {
             user_id: user.id.to_string(),
             email: user.email.clone(),
             display_name: user.display_name.clone(),
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: user.created_at.unix_timestamp(),
-                nanos: i32::try_from(user.created_at.nanosecond()).unwrap_or(0),
-            }),
+            occurred_at: Some(shop_runtime::convert::timestamp(user.created_at)),
         };
         shop_outbox::add(&mut tx, &EventEnvelope::new(event)).await?;
         tx.commit().await?;

@@ -7,12 +7,12 @@ use shop_proto::{
     common::PageCursor,
     notifications::{self as pb, notification_service_server::NotificationService},
 };
+use shop_runtime::convert::timestamp;
 use shop_runtime::{
     CancellationToken,
     page_token::{self, filter_hash},
 };
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tonic::{Request, Response, Status};
@@ -42,13 +42,6 @@ impl NotificationsGrpc {
             updates,
             stopping,
         }
-    }
-}
-
-fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
     }
 }
 

@@ -26,11 +26,8 @@ mod store;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use async_nats::connection::State;
 use shop_proto::notifications::notification_service_server::NotificationServiceServer;
-use shop_runtime::{
-    CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db, readiness::FnReadiness,
-};
+use shop_runtime::{CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db};
 use tokio::sync::broadcast;
 
 pub use config::Config;
@@ -77,7 +74,6 @@ impl App {
             shop_events::inbox::migrate(&pool).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "notifications").await?;
-        let client = js.client();
         let (updates, _) = broadcast::channel(fanout::WATCH_BUFFER);
         let max_message = config.server.max_message_bytes;
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
@@ -90,15 +86,7 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(FnReadiness::new("nats", move || {
-                let state = client.connection_state();
-                async move {
-                    match state {
-                        State::Connected => Ok(()),
-                        other => Err(format!("connection {other:?}")),
-                    }
-                }
-            }))
+            .readiness_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {

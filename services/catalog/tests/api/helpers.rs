@@ -24,10 +24,14 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServerConfig::ephemeral()).await
+}
+
+pub async fn spawn_app_with(server: ServerConfig) -> TestApp {
     let postgres = Postgres::start().await.expect("postgres starts");
     let database_url = postgres.fresh_database().await.expect("fresh database");
     let config = Config {
-        server: ServerConfig::ephemeral(),
+        server,
         database: DatabaseConfig::new(database_url),
         telemetry: TelemetryConfig {
             log_format: LogFormat::Text,

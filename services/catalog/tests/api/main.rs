@@ -6,5 +6,6 @@
 mod health;
 mod helpers;
 mod products;
+mod protection;
 mod shutdown;
 mod validation;

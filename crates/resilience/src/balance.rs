@@ -1,0 +1,223 @@
+//! Client-side load balancing: power-of-two-choices over every endpoint of a dependency.
+//!
+//! Endpoints come from DNS (a Kubernetes headless service returns one address per pod),
+//! re-resolved every `refresh`, or from a static list. Each endpoint is its own
+//! `tonic::transport::Channel` (one HTTP/2 connection, so calls spread across pods instead of
+//! sticking to the one connection a ClusterIP would give), wrapped in [`Eject`] and measured by
+//! pending requests for tower's p2c [`Balance`]. The balancer sits behind a [`Buffer`] so the
+//! stack above it can be cloned.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tower::Service;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::Change;
+use tower::load::{CompleteOnResponse, PendingRequests};
+
+use crate::eject::{Eject, EjectConfig, EjectionPool};
+
+/// Where a dependency's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoints {
+    /// A fixed list of addresses.
+    Static(Vec<SocketAddr>),
+    /// A DNS name resolved now and every `refresh` (every A/AAAA record is an endpoint).
+    Dns {
+        /// Host name, e.g. `payments-headless.shop.svc.cluster.local`.
+        host: String,
+        /// gRPC port.
+        port: u16,
+        /// Re-resolution interval.
+        refresh: Duration,
+    },
+}
+
+/// How each endpoint's connection is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-attempt timeout inside the channel; a hung endpoint fails here and gets ejected.
+    pub attempt_timeout: Option<Duration>,
+    /// HTTP/2 keepalive ping interval (detects dead or blackholed connections when idle).
+    pub keepalive: Duration,
+    /// Outlier ejection.
+    pub eject: EjectConfig,
+    /// Calls queued for the balancer task.
+    pub buffer: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: None,
+            keepalive: Duration::from_secs(10),
+            eject: EjectConfig::default(),
+            buffer: 1024,
+        }
+    }
+}
+
+/// One endpoint as the balancer sees it.
+pub type Endpoint = PendingRequests<Eject<Channel>, CompleteOnResponse>;
+
+/// The balancer: p2c over the discovered endpoints.
+pub type Balancer = Balance<EndpointStream, http::Request<Body>>;
+
+/// The cloneable handle to the balancer.
+pub type Balanced = Buffer<http::Request<Body>, <Balancer as Service<http::Request<Body>>>::Future>;
+
+/// Endpoint changes for the balancer, fed by a background resolver task.
+#[derive(Debug)]
+pub struct EndpointStream {
+    rx: mpsc::Receiver<Change<SocketAddr, Endpoint>>,
+}
+
+/// Errors building a balanced channel.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    /// A static endpoint list was empty.
+    #[error("no endpoints configured")]
+    NoEndpoints,
+    /// An endpoint address did not make a valid URI.
+    #[error("invalid endpoint {addr}: {source}")]
+    InvalidEndpoint {
+        /// The address.
+        addr: SocketAddr,
+        /// Why tonic refused it.
+        source: tonic::transport::Error,
+    },
+}
+
+// === impl EndpointStream ===
+
+impl Stream for EndpointStream {
+    type Item = Result<Change<SocketAddr, Endpoint>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|change| change.map(Ok))
+    }
+}
+
+/// A p2c-balanced, cloneable service over `endpoints`; spawns the resolver and balancer tasks,
+/// which stop when every clone is dropped.
+pub fn balanced(endpoints: Endpoints, config: EndpointConfig) -> Result<Balanced, BalanceError> {
+    if let Endpoints::Static(addrs) = &endpoints {
+        let first = addrs.first().ok_or(BalanceError::NoEndpoints)?;
+        make_channel(*first, &config)?;
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let buffer = config.buffer.max(1);
+    tokio::spawn(resolve(endpoints, config, tx));
+    let balance = Balance::new(EndpointStream { rx });
+    Ok(Buffer::new(balance, buffer))
+}
+
+fn make_channel(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, BalanceError> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| BalanceError::InvalidEndpoint { addr, source })?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(config.keepalive)
+        .keep_alive_timeout(config.keepalive)
+        .keep_alive_while_idle(true);
+    if let Some(timeout) = config.attempt_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// Keeps the balancer's endpoint set equal to the resolved addresses until the balancer is gone.
+async fn resolve(
+    endpoints: Endpoints,
+    config: EndpointConfig,
+    tx: mpsc::Sender<Change<SocketAddr, Endpoint>>,
+) {
+    let pool = Arc::new(EjectionPool::default());
+    let mut current = HashSet::new();
+    loop {
+        match lookup(&endpoints).await {
+            Ok(addrs) if !addrs.is_empty() => {
+                let update = Update {
+                    config: &config,
+                    pool: &pool,
+                    tx: &tx,
+                };
+                if update.apply(&mut current, addrs).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => tracing::warn!(?endpoints, "resolved no endpoints; keeping the old set"),
+            Err(error) => {
+                tracing::warn!(?endpoints, %error, "resolution failed; keeping the old set");
+            }
+        }
+        let refresh = match &endpoints {
+            Endpoints::Static(_) => return tx.closed().await,
+            Endpoints::Dns { refresh, .. } => *refresh,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(refresh) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
+async fn lookup(endpoints: &Endpoints) -> std::io::Result<HashSet<SocketAddr>> {
+    match endpoints {
+        Endpoints::Static(addrs) => Ok(addrs.iter().copied().collect()),
+        Endpoints::Dns { host, port, .. } => Ok(tokio::net::lookup_host((host.as_str(), *port))
+            .await?
+            .collect()),
+    }
+}
+
+struct Update<'a> {
+    config: &'a EndpointConfig,
+    pool: &'a Arc<EjectionPool>,
+    tx: &'a mpsc::Sender<Change<SocketAddr, Endpoint>>,
+}
+
+impl Update<'_> {
+    /// Sends removals and insertions; `Err` once the balancer is gone.
+    async fn apply(
+        &self,
+        current: &mut HashSet<SocketAddr>,
+        next: HashSet<SocketAddr>,
+    ) -> Result<(), ()> {
+        for gone in current.difference(&next) {
+            tracing::info!(endpoint = %gone, "endpoint removed");
+            self.tx.send(Change::Remove(*gone)).await.map_err(drop)?;
+        }
+        for new in next.difference(current) {
+            let channel = match make_channel(*new, self.config) {
+                Ok(channel) => channel,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping endpoint");
+                    continue;
+                }
+            };
+            let eject = Eject::new(channel, *new, self.config.eject.clone(), self.pool.clone());
+            let endpoint = PendingRequests::new(eject, CompleteOnResponse::default());
+            tracing::info!(endpoint = %new, "endpoint added");
+            self.tx
+                .send(Change::Insert(*new, endpoint))
+                .await
+                .map_err(drop)?;
+        }
+        *current = next;
+        Ok(())
+    }
+}

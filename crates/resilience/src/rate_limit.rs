@@ -1,0 +1,145 @@
+//! Per-caller rate limiting (GCRA, via `governor`).
+//!
+//! The caller is the value of a configurable header (default `x-caller-id`, set by the client
+//! stack to the calling service's name) or else the peer IP address. Callers over their quota are
+//! answered `RESOURCE_EXHAUSTED` ([`Rejection::RateLimited`]). Idle callers' state is pruned
+//! every few thousand calls so the key map stays bounded by the active callers.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::HeaderName;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
+
+use crate::{RejectOr, Rejection};
+
+/// Calls between prunings of idle callers.
+const PRUNE_EVERY: u64 = 4096;
+
+/// The header naming the caller, unless configured otherwise.
+pub const CALLER_HEADER: &str = "x-caller-id";
+
+/// Quota per caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Sustained calls per second per caller.
+    pub per_second: NonZeroU32,
+    /// Calls a caller may burst above the sustained rate.
+    pub burst: NonZeroU32,
+    /// Header that names the caller; the peer IP is used without it.
+    pub caller_header: HeaderName,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: NonZeroU32::MIN.saturating_add(999),
+            burst: NonZeroU32::MIN.saturating_add(199),
+            caller_header: HeaderName::from_static(CALLER_HEADER),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    limiter: DefaultKeyedRateLimiter<String>,
+    caller_header: HeaderName,
+    calls: AtomicU64,
+}
+
+/// Builds [`RateLimit`] services sharing one limiter.
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+/// A service limiting each caller to its quota.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+// === impl RateLimitLayer ===
+
+impl RateLimitLayer {
+    /// A limiter with `config`'s quota.
+    pub fn new(config: RateLimitConfig) -> Self {
+        let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
+        Self {
+            shared: Arc::new(Shared {
+                limiter: RateLimiter::keyed(quota),
+                caller_header: config.caller_header,
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+// === impl RateLimit ===
+
+impl Shared {
+    fn caller<B>(&self, req: &http::Request<B>) -> String {
+        if let Some(id) = req
+            .headers()
+            .get(&self.caller_header)
+            .and_then(|v| v.to_str().ok())
+        {
+            return id.to_owned();
+        }
+        let ip: Option<IpAddr> = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(|addr| addr.ip());
+        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
+    fn admit<B>(&self, req: &http::Request<B>) -> bool {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&self.caller(req)).is_ok()
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for RateLimit<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RejectOr<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !self.shared.admit(&req) {
+            return RejectOr::Rejected {
+                rejection: Rejection::RateLimited,
+            };
+        }
+        RejectOr::Inner {
+            future: self.inner.call(req),
+        }
+    }
+}

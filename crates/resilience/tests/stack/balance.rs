@@ -1,0 +1,115 @@
+//! p2c over three real servers: spreads calls, routes around a killed and a blackholed one.
+
+use std::time::Duration;
+
+use shop_resilience::balance::Endpoints;
+use shop_resilience::client::{self, DependencyConfig, ResilientChannel};
+use shop_resilience::eject::EjectConfig;
+use shop_testkit::fault_proxy::{Fault, FaultProxy};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::{self, TestServer};
+
+const GET: &str = "/test.Status/Get";
+
+async fn burst(channel: &ResilientChannel, calls: usize) -> Vec<Code> {
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move { support::call(&channel, GET).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for task in tasks {
+        codes.push(task.await.unwrap());
+    }
+    codes
+}
+
+#[tokio::test]
+async fn spreads_calls_and_routes_around_killed_and_blackholed_endpoints() {
+    tokio::time::timeout(Duration::from_secs(60), spread_and_route_around())
+        .await
+        .expect("test timed out");
+}
+
+async fn spread_and_route_around() {
+    let servers = [
+        TestServer::start().await,
+        TestServer::start().await,
+        TestServer::start().await,
+    ];
+    let proxy = FaultProxy::start(servers[2].addr).await.unwrap();
+    let addrs = vec![servers[0].addr, servers[1].addr, proxy.addr()];
+
+    let mut config = DependencyConfig::new("status", Endpoints::Static(addrs));
+    config.timeout = Some(Duration::from_secs(5));
+    config.endpoint.attempt_timeout = Some(Duration::from_millis(300));
+    config.endpoint.eject = EjectConfig {
+        consecutive_failures: 2,
+        ejection_time: Duration::from_secs(60),
+    };
+    config.retry.idempotent_methods = ["/test.Status/*".to_owned()].into();
+    config.retry.budget_min_per_sec = 100;
+    config.breaker.consecutive_failures = 1000;
+    config.breaker.min_calls = 1000;
+    let channel = client::connect(&config).await.unwrap();
+
+    // Spread: every server gets a fair share of 300 calls.
+    for _ in 0..10 {
+        assert!(burst(&channel, 30).await.iter().all(|c| *c == Code::Ok));
+    }
+    let counts: Vec<usize> = servers.iter().map(|s| s.knobs.calls()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 300);
+    assert!(counts.iter().all(|c| *c >= 50), "uneven spread: {counts:?}");
+
+    // Kill server 1: retries cover the failures, then it is ejected.
+    let [first, second, third] = servers;
+    second.stop().await;
+    for _ in 0..5 {
+        assert!(burst(&channel, 20).await.iter().all(|c| *c == Code::Ok));
+    }
+
+    // Blackhole server 2 (behind the proxy): hung attempts time out, are retried elsewhere, and
+    // the endpoint is ejected, so later calls all land on server 0.
+    proxy.set(Fault::Blackhole);
+    for _ in 0..5 {
+        assert!(burst(&channel, 20).await.iter().all(|c| *c == Code::Ok));
+    }
+    let before = (first.knobs.calls(), third.knobs.calls());
+    assert!(burst(&channel, 50).await.iter().all(|c| *c == Code::Ok));
+    assert_eq!(
+        first.knobs.calls() - before.0,
+        50,
+        "all calls go to the last healthy server"
+    );
+    assert_eq!(third.knobs.calls(), before.1);
+    drop(proxy);
+    first.stop().await;
+    third.stop().await;
+}
+
+#[tokio::test]
+async fn typed_client_in_one_line_over_tonic_health() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let config = DependencyConfig::new("health", Endpoints::Static(vec![addr]));
+    let mut client = HealthClient::new(client::connect(&config).await.unwrap());
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.into_inner().status, 1, "SERVING");
+    server.abort();
+}
