@@ -1,0 +1,163 @@
+//! `meshctl demo`: a short walk through the running mesh with the generated Rust clients.
+//! Register a user, log in, create a product, list products, then wait for the welcome
+//! notification the registration causes (identity -> outbox -> NATS -> notifications).
+
+use std::path::Path;
+use std::time::Duration;
+
+use shop_proto::catalog::{
+    CreateProductRequest, ListProductsRequest, catalog_service_client::CatalogServiceClient,
+};
+use shop_proto::common::Money;
+use shop_proto::identity::{
+    LoginRequest, RegisterRequest, identity_service_client::IdentityServiceClient,
+};
+use shop_proto::notifications::{
+    ListNotificationsRequest, Notification, NotificationKind,
+    notification_service_client::NotificationServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::error::{MeshError, Result};
+use crate::probe;
+use crate::state::MeshState;
+
+/// How long the welcome notification may take to arrive.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs the walk-through against the mesh recorded in `state_dir`, printing each step.
+pub async fn demo(state_dir: &Path) -> Result<()> {
+    let state = MeshState::load(state_dir)?
+        .ok_or_else(|| MeshError::NotRunning(state_dir.join("state.json")))?;
+    let channel = |name: &'static str| {
+        state
+            .service(name)
+            .ok_or(MeshError::MissingService(name))
+            .and_then(|s| probe::channel(s.grpc_addr))
+    };
+    let mut identity = IdentityServiceClient::new(channel("identity")?);
+    let mut catalog = CatalogServiceClient::new(channel("catalog")?);
+    let mut notifications = NotificationServiceClient::new(channel("notifications")?);
+
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let user_id = register_and_login(&mut identity, &tag).await?;
+    create_and_list_products(&mut catalog, &tag).await?;
+    let welcome = wait_for_welcome(&mut notifications, &user_id).await?;
+    println!(
+        "5. welcome notification arrived: {:?} ({})",
+        welcome.title, welcome.body
+    );
+    println!("\nDemo complete.");
+    Ok(())
+}
+
+async fn register_and_login(
+    identity: &mut IdentityServiceClient<Channel>,
+    tag: &str,
+) -> Result<String> {
+    let email = format!("demo-{tag}@example.com");
+    let registered = identity
+        .register(RegisterRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            display_name: format!("Demo {tag}"),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("IdentityService/Register", s))?
+        .into_inner();
+    let user_id = registered.user.map(|u| u.user_id).unwrap_or_default();
+    println!("1. registered {email}: user {user_id}");
+
+    let login = identity
+        .login(LoginRequest {
+            email,
+            password: PASSWORD.into(),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("IdentityService/Login", s))?
+        .into_inner();
+    let token = login.access_token.chars().take(24).collect::<String>();
+    println!("2. logged in: {} token {token}...", login.token_type);
+    Ok(user_id)
+}
+
+async fn create_and_list_products(
+    catalog: &mut CatalogServiceClient<Channel>,
+    tag: &str,
+) -> Result<()> {
+    let created = catalog
+        .create_product(CreateProductRequest {
+            sku: format!("DEMO-{tag}"),
+            name: format!("Demo mug {tag}"),
+            description: "A mug made by meshctl demo.".into(),
+            category: "kitchen".into(),
+            price: Some(Money {
+                units: 12,
+                nanos: 500_000_000,
+                currency_code: "EUR".into(),
+            }),
+            idempotency_key: format!("meshctl-demo-{tag}"),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("CatalogService/CreateProduct", s))?
+        .into_inner();
+    let product = created.product.unwrap_or_default();
+    println!(
+        "3. created product {} ({}): {}",
+        product.sku, product.product_id, product.name
+    );
+
+    let listed = catalog
+        .list_products(ListProductsRequest {
+            page_size: 5,
+            page_token: String::new(),
+            category: "kitchen".into(),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("CatalogService/ListProducts", s))?
+        .into_inner();
+    let names: Vec<&str> = listed.products.iter().map(|p| p.name.as_str()).collect();
+    println!(
+        "4. listed {} kitchen product(s): {}",
+        names.len(),
+        names.join(", ")
+    );
+    Ok(())
+}
+
+/// Polls `ListNotifications` until the user's welcome notification is there.
+async fn wait_for_welcome(
+    notifications: &mut NotificationServiceClient<Channel>,
+    user_id: &str,
+) -> Result<Notification> {
+    println!("   waiting for the welcome notification (identity -> NATS -> notifications)...");
+    let deadline = tokio::time::Instant::now() + WELCOME_TIMEOUT;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let listed = notifications
+            .list_notifications(ListNotificationsRequest {
+                user_id: user_id.to_owned(),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .map_err(|s| MeshError::rpc("NotificationService/ListNotifications", s))?
+            .into_inner();
+        let welcome = listed
+            .notifications
+            .into_iter()
+            .find(|n| n.kind == NotificationKind::Welcome as i32);
+        if let Some(welcome) = welcome {
+            return Ok(welcome);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(MeshError::Timeout {
+                what: format!("the welcome notification of user {user_id}"),
+                after: WELCOME_TIMEOUT,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

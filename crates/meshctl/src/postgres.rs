@@ -1,0 +1,254 @@
+//! The mesh's PostgreSQL: installed with apt when missing, initialised once in the state
+//! directory, run with `pg_ctl` (as the `postgres` user when meshctl runs as root), one
+//! database per service.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tokio::process::Command;
+
+use crate::error::{IoContext as _, MeshError, Result};
+use crate::processes::{self, is_root, run_checked, run_visible};
+use crate::say;
+use crate::state::PostgresState;
+
+/// How long `pg_ctl start` may wait for the server to accept connections.
+const START_TIMEOUT_SECS: u32 = 60;
+
+/// A PostgreSQL installation and the data directory the mesh keeps in its state directory.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    /// PostgreSQL refuses to run as root: then every server command goes through `runuser`.
+    as_postgres_user: bool,
+}
+
+// === impl Postgres ===
+
+impl Postgres {
+    /// The server whose binaries are in `bin_dir`, data in `data_dir`, listening on `port`.
+    #[must_use]
+    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, port: u16) -> Self {
+        Self {
+            bin_dir,
+            data_dir,
+            port,
+            as_postgres_user: is_root(),
+        }
+    }
+
+    /// The port it listens on.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What `state.json` records about this server running as `pid`.
+    #[must_use]
+    pub fn recorded(&self, pid: u32) -> PostgresState {
+        PostgresState {
+            pid,
+            port: self.port,
+            bin_dir: self.bin_dir.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
+    /// `pg_ctl` and friends, installing the `postgresql` package with apt when none is found.
+    pub async fn ensure_installed() -> Result<PathBuf> {
+        if let Some(dir) = locate_bin_dir() {
+            return Ok(dir);
+        }
+        say("PostgreSQL is not installed; installing it with apt-get (package postgresql)");
+        let sudo = !is_root();
+        let mut update = privileged(sudo, "apt-get", &["update", "-qq"]);
+        run_visible(&mut update, "apt-get update").await?;
+        // Through `env`: sudo would drop DEBIAN_FRONTEND from the environment.
+        let mut install = privileged(
+            sudo,
+            "env",
+            &[
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "postgresql",
+            ],
+        );
+        run_visible(&mut install, "apt-get install postgresql").await?;
+        locate_bin_dir().ok_or_else(|| MeshError::NotInstalled {
+            program: "PostgreSQL",
+            hint: "apt-get installed postgresql but no initdb/pg_ctl was found; set PG_BIN_DIR"
+                .into(),
+        })
+    }
+
+    /// Runs `initdb` unless the data directory already holds a cluster. Returns whether it ran.
+    pub async fn init_once(&self) -> Result<bool> {
+        if self.data_dir.join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        say(&format!(
+            "initialising PostgreSQL in {}",
+            self.data_dir.display()
+        ));
+        std::fs::create_dir_all(&self.data_dir)
+            .context(|| format!("create {}", self.data_dir.display()))?;
+        self.give_to_postgres(&self.data_dir).await?;
+        let mut cmd = self.command("initdb");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            // Out of the terminal's process group: a Ctrl-C must not cut initdb short.
+            .process_group(0);
+        run_checked(&mut cmd, "initdb").await?;
+        Ok(true)
+    }
+
+    /// Hands `dir` (not recursively) to the `postgres` user when running as root.
+    pub async fn give_to_postgres(&self, dir: &Path) -> Result<()> {
+        if !self.as_postgres_user {
+            return Ok(());
+        }
+        let mut cmd = Command::new("chown");
+        cmd.arg("postgres:").arg(dir);
+        run_checked(&mut cmd, "chown postgres:").await.map(drop)
+    }
+
+    /// Whether a server runs on this data directory (`pg_ctl status`).
+    pub async fn is_running(&self) -> bool {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("status").arg("-D").arg(&self.data_dir);
+        run_checked(&mut cmd, "pg_ctl status").await.is_ok()
+    }
+
+    /// Starts the server, logging to `log`, and waits until it accepts connections. Returns
+    /// the postmaster's pid.
+    pub async fn start(&self, log: &Path) -> Result<u32> {
+        let options = format!(
+            "-p {} -h 127.0.0.1 -k \"{}\"",
+            self.port,
+            self.data_dir.display()
+        );
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("start")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(log)
+            .args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "-o", &options])
+            // Out of the terminal's process group: Ctrl-C is meshctl's to handle.
+            .process_group(0);
+        if let Err(err) = run_checked(&mut cmd, "pg_ctl start").await {
+            return Err(MeshError::NotReady {
+                name: "PostgreSQL".into(),
+                reason: err.chain(),
+                log: log.to_path_buf(),
+                tail: processes::log_tail(log, 20),
+            });
+        }
+        self.postmaster_pid()
+    }
+
+    /// Fast shutdown (sessions are disconnected), waiting for it to finish.
+    pub async fn stop(&self) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w"]);
+        run_checked(&mut cmd, "pg_ctl stop").await.map(drop)
+    }
+
+    /// Creates each of `names` unless it exists (names come from the service table).
+    pub async fn ensure_databases(&self, names: &[&str]) -> Result<()> {
+        let url = crate::services::database_url(self.port, "postgres");
+        let mut conn = PgConnection::connect(&url).await?;
+        for name in names {
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(name)
+                    .fetch_optional(&mut conn)
+                    .await?;
+            if exists.is_none() {
+                say(&format!("creating database {name}"));
+                // Names are table constants ([a-z]); quoting is enough.
+                conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await?;
+            }
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// The pid on the first line of `postmaster.pid`.
+    fn postmaster_pid(&self) -> Result<u32> {
+        let path = self.data_dir.join("postmaster.pid");
+        let text = std::fs::read_to_string(&path).context(|| format!("read {}", path.display()))?;
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .ok_or_else(|| MeshError::State {
+                path,
+                detail: "no pid on its first line".into(),
+            })
+    }
+
+    /// `program` from the installation, run as `postgres` when meshctl is root.
+    fn command(&self, program: &str) -> Command {
+        let bin = self.bin_dir.join(program);
+        if self.as_postgres_user {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(bin);
+            cmd
+        } else {
+            Command::new(bin)
+        }
+    }
+}
+
+/// `$PG_BIN_DIR`, else the directory of `initdb` on `PATH`, else the highest
+/// `/usr/lib/postgresql/<major>/bin`.
+fn locate_bin_dir() -> Option<PathBuf> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+    };
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        return Some(PathBuf::from(dir)).filter(|d| complete(d));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("initdb"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+    });
+    if let Some(dir) = on_path.filter(|d| complete(d)) {
+        return Some(dir);
+    }
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .collect();
+    majors.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
+    majors.into_iter().map(|(_, dir)| dir).find(|d| complete(d))
+}
+
+/// `program args...`, behind `sudo` when not root.
+fn privileged(sudo: bool, program: &str, args: &[&str]) -> Command {
+    let mut cmd = if sudo {
+        let mut cmd = Command::new("sudo");
+        cmd.arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args);
+    cmd
+}

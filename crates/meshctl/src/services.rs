@@ -1,0 +1,258 @@
+//! The services meshctl runs: one table, the port overrides, and the environment each gets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::error::{MeshError, Result};
+
+/// Seconds a service gets to finish in-flight calls after SIGTERM (`SHUTDOWN_GRACE_SECS`).
+pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// One service of the mesh: its package/binary name, local ports and what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Package and binary name (`services/<name>`); also its database name.
+    pub name: &'static str,
+    /// Local gRPC port (the gateway's HTTP port).
+    pub grpc_port: u16,
+    /// Local admin HTTP port (`/livez`, `/readyz`, `/metrics`).
+    pub admin_port: u16,
+    /// Owns a PostgreSQL database named after it (`DATABASE_URL`).
+    pub database: bool,
+    /// Publishes or consumes events (`NATS_URL`).
+    pub nats: bool,
+}
+
+impl ServiceSpec {
+    /// A service on these ports that needs neither a database nor NATS.
+    #[must_use]
+    pub const fn new(name: &'static str, grpc_port: u16, admin_port: u16) -> Self {
+        Self {
+            name,
+            grpc_port,
+            admin_port,
+            database: false,
+            nats: false,
+        }
+    }
+
+    /// Gives the service its own database.
+    #[must_use]
+    pub const fn with_database(self) -> Self {
+        Self {
+            database: true,
+            ..self
+        }
+    }
+
+    /// Connects the service to NATS.
+    #[must_use]
+    pub const fn with_nats(self) -> Self {
+        Self { nats: true, ..self }
+    }
+}
+
+/// Every service of the mesh, in start order (the local port plan of the shared conventions).
+///
+/// A row whose package is not in the workspace yet is skipped with a note, so adding a service
+/// is one line here once its crate exists.
+pub const SERVICES: &[ServiceSpec] = &[
+    ServiceSpec::new("identity", 50051, 9101)
+        .with_database()
+        .with_nats(),
+    ServiceSpec::new("catalog", 50052, 9102).with_database(),
+    ServiceSpec::new("notifications", 50057, 9107)
+        .with_database()
+        .with_nats(),
+    // Still to come; uncomment as each crate lands:
+    // ServiceSpec::new("inventory", 50053, 9103).with_database().with_nats(),
+    // ServiceSpec::new("orders", 50054, 9104).with_database().with_nats(),
+    // ServiceSpec::new("payments", 50055, 9105).with_database().with_nats(),
+    // ServiceSpec::new("shipping", 50056, 9106).with_database().with_nats(),
+    // The gateway serves HTTP on its "gRPC" port and will need the upstream addresses in
+    // `service_env` (it owns no database):
+    // ServiceSpec::new("gateway", 8080, 9108),
+];
+
+/// A service with the addresses it will listen on in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedService {
+    /// The table row.
+    pub spec: ServiceSpec,
+    /// `GRPC_ADDR`.
+    pub grpc_addr: SocketAddr,
+    /// `ADMIN_ADDR`.
+    pub admin_addr: SocketAddr,
+}
+
+/// Where the shared infrastructure listens, for [`service_env`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Infra {
+    /// PostgreSQL's port on 127.0.0.1.
+    pub pg_port: u16,
+    /// nats-server's client port on 127.0.0.1.
+    pub nats_port: u16,
+    /// `RUST_LOG` for every service.
+    pub rust_log: String,
+}
+
+/// A `--port NAME=GRPC:ADMIN` override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortOverride {
+    /// The service.
+    pub name: &'static str,
+    /// Its gRPC port.
+    pub grpc: u16,
+    /// Its admin port.
+    pub admin: u16,
+}
+
+/// Parses `NAME=GRPC:ADMIN` for a service in [`SERVICES`].
+pub fn parse_port_override(text: &str) -> Result<PortOverride> {
+    let bad = |why: &str| MeshError::Usage(format!("--port {text:?}: {why} (NAME=GRPC:ADMIN)"));
+    let (name, ports) = text.split_once('=').ok_or_else(|| bad("no `=`"))?;
+    let spec = SERVICES
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| bad("unknown service"))?;
+    let (grpc, admin) = ports.split_once(':').ok_or_else(|| bad("no `:`"))?;
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad("not a port number"));
+    Ok(PortOverride {
+        name: spec.name,
+        grpc: port(grpc)?,
+        admin: port(admin)?,
+    })
+}
+
+/// The services to run: those of `specs` for which `exists` holds, on their table ports unless
+/// overridden.
+pub fn plan(
+    specs: &[ServiceSpec],
+    overrides: &[PortOverride],
+    exists: impl Fn(&str) -> bool,
+) -> Vec<PlannedService> {
+    let overrides: BTreeMap<_, _> = overrides.iter().map(|o| (o.name, *o)).collect();
+    specs
+        .iter()
+        .filter(|spec| exists(spec.name))
+        .map(|spec| {
+            let (grpc, admin) = overrides
+                .get(spec.name)
+                .map_or((spec.grpc_port, spec.admin_port), |o| (o.grpc, o.admin));
+            PlannedService {
+                spec: *spec,
+                grpc_addr: loopback(grpc),
+                admin_addr: loopback(admin),
+            }
+        })
+        .collect()
+}
+
+/// `127.0.0.1:port`.
+#[must_use]
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The environment a service process starts with (the variables `shop-runtime` reads).
+#[must_use]
+pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("GRPC_ADDR", service.grpc_addr.to_string()),
+        ("ADMIN_ADDR", service.admin_addr.to_string()),
+        ("RUST_LOG", infra.rust_log.clone()),
+        ("LOG_FORMAT", "text".to_owned()),
+        // The output goes to a log file: no terminal colour codes in it.
+        ("NO_COLOR", "1".to_owned()),
+        // Nothing routes around a local process, so there is nothing to drain for.
+        ("SHUTDOWN_DRAIN_SECS", "0".to_owned()),
+        ("SHUTDOWN_GRACE_SECS", SHUTDOWN_GRACE_SECS.to_string()),
+    ];
+    if service.spec.database {
+        env.push((
+            "DATABASE_URL",
+            database_url(infra.pg_port, service.spec.name),
+        ));
+        env.push(("MIGRATE_ON_START", "true".to_owned()));
+    }
+    if service.spec.nats {
+        env.push(("NATS_URL", format!("nats://127.0.0.1:{}", infra.nats_port)));
+    }
+    env
+}
+
+/// URL of database `name` on the mesh's PostgreSQL.
+#[must_use]
+pub fn database_url(pg_port: u16, name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{pg_port}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infra() -> Infra {
+        Infra {
+            pg_port: 55432,
+            nats_port: 54222,
+            rust_log: "info".into(),
+        }
+    }
+
+    #[test]
+    fn table_names_are_valid_database_names_and_ports_unique() {
+        let mut ports = std::collections::HashSet::new();
+        for spec in SERVICES {
+            assert!(spec.name.chars().all(|c| c.is_ascii_lowercase()));
+            assert!(ports.insert(spec.grpc_port) && ports.insert(spec.admin_port));
+        }
+    }
+
+    #[test]
+    fn env_for_a_service_with_database_and_nats() {
+        let planned = plan(SERVICES, &[], |name| name == "identity");
+        assert_eq!(planned.len(), 1);
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert_eq!(env["GRPC_ADDR"], "127.0.0.1:50051");
+        assert_eq!(env["ADMIN_ADDR"], "127.0.0.1:9101");
+        assert_eq!(
+            env["DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:55432/identity"
+        );
+        assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
+        assert_eq!(env["SHUTDOWN_DRAIN_SECS"], "0");
+        assert_eq!(env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn env_leaves_out_what_a_service_does_not_use() {
+        let planned = plan(SERVICES, &[], |name| name == "catalog");
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert!(env.contains_key("DATABASE_URL"));
+        assert!(!env.contains_key("NATS_URL"));
+    }
+
+    #[test]
+    fn port_overrides_apply_to_their_service_only() {
+        let ov = parse_port_override("catalog=4100:4101").unwrap();
+        let planned = plan(SERVICES, &[ov], |_| true);
+        let catalog = planned.iter().find(|p| p.spec.name == "catalog").unwrap();
+        assert_eq!(catalog.grpc_addr, loopback(4100));
+        assert_eq!(catalog.admin_addr, loopback(4101));
+        let identity = planned.iter().find(|p| p.spec.name == "identity").unwrap();
+        assert_eq!(identity.grpc_addr, loopback(50051));
+    }
+
+    #[test]
+    fn bad_port_overrides_are_rejected() {
+        for bad in [
+            "catalog",
+            "nope=1:2",
+            "catalog=1",
+            "catalog=x:2",
+            "catalog=1:70000",
+        ] {
+            assert!(parse_port_override(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `meshctl up`: install what is missing, build, start PostgreSQL, nats-server and every
+//! service, wait until each is ready, then supervise in the foreground or detach. The
+//! processes themselves are handled in `mesh.rs`.
+
+use std::path::{Path, PathBuf};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::error::{IoContext as _, MeshError, Result};
+use crate::mesh::Mesh;
+use crate::postgres::Postgres;
+use crate::processes::is_root;
+use crate::services::{self, PlannedService, PortOverride, SERVICES};
+use crate::state::MeshState;
+use crate::workspace::Workspace;
+use crate::{down, nats, say, table};
+
+/// What `up` was asked to do.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Optimised build (`cargo build --release`, `target/release`).
+    pub release: bool,
+    /// Leave everything running in the background and return.
+    pub detach: bool,
+    /// Use the binaries already in the target directory.
+    pub no_build: bool,
+    /// PostgreSQL's port.
+    pub pg_port: u16,
+    /// nats-server's client port.
+    pub nats_port: u16,
+    /// Per-service port overrides.
+    pub ports: Vec<PortOverride>,
+    /// `RUST_LOG` for the services.
+    pub rust_log: String,
+}
+
+/// Ctrl-C and SIGTERM, listened for from the start so neither kills meshctl half-way.
+struct Shutdown {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Shutdown {
+    fn listen() -> Result<Self> {
+        let listen = |kind| signal(kind).context(|| "listen for signals".into());
+        Ok(Self {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Runs `meshctl up`.
+pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
+    let mut shutdown = Shutdown::listen()?;
+    refuse_if_running(state_dir)?;
+    let logs = prepare_dirs(state_dir)?;
+    let ws = Workspace::discover(root).await?;
+    let planned = services::plan(SERVICES, &opts.ports, |name| {
+        let exists = ws.has_package(name);
+        if !exists {
+            say(&format!(
+                "skipping {name}: no such package in the workspace yet"
+            ));
+        }
+        exists
+    });
+    let pg_bin = Postgres::ensure_installed().await?;
+    let nats_bin = nats::ensure_installed(&ws.root).await?;
+    build(&ws, &planned, opts).await?;
+    // Outside the interruptible part: an initdb cut short would leave a broken cluster.
+    let postgres = prepare_postgres(pg_bin, state_dir, &logs, opts.pg_port).await?;
+
+    let mut mesh = Mesh::new(logs, postgres);
+    // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);
+    // a Ctrl-C during it is seen by the `select!` right after.
+    let started = match mesh.start_postgres().await {
+        Ok(()) => tokio::select! {
+            started = mesh.start(&ws, state_dir, &nats_bin, &planned, opts) => started,
+            () = shutdown.recv() => Err(MeshError::Interrupted),
+        },
+        Err(err) => Err(err),
+    };
+    let mut state = match started.map(|()| mesh.state()) {
+        Ok(Some(state)) => state,
+        failed => {
+            mesh.stop().await;
+            return Err(failed.err().unwrap_or(MeshError::Interrupted));
+        }
+    };
+    state.supervisor_pid = (!opts.detach).then(std::process::id);
+    state.save(state_dir)?;
+    print!("{}", render_table(&state));
+    if opts.detach {
+        println!(
+            "\nThe mesh runs in the background: `meshctl status`, `meshctl demo`, `meshctl down`."
+        );
+        return Ok(());
+    }
+    println!("\nThe mesh is up; try `meshctl demo` in another terminal. Ctrl-C stops everything.");
+    let outcome = mesh.supervise(shutdown.recv()).await;
+    mesh.stop().await;
+    MeshState::remove(state_dir)?;
+    outcome
+}
+
+/// Fails when `state.json` names processes that still run; removes it when all are gone.
+fn refuse_if_running(state_dir: &Path) -> Result<()> {
+    let Some(state) = MeshState::load(state_dir)? else {
+        return Ok(());
+    };
+    if down::anything_running(&state) {
+        return Err(MeshError::AlreadyRunning(state_dir.to_path_buf()));
+    }
+    MeshState::remove(state_dir)
+}
+
+/// Creates the state and log directories; returns the log directory.
+fn prepare_dirs(state_dir: &Path) -> Result<PathBuf> {
+    let logs = state_dir.join("logs");
+    std::fs::create_dir_all(&logs).context(|| format!("create {}", logs.display()))?;
+    if is_root() {
+        // PostgreSQL runs as `postgres` and must reach its data directory inside this one.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o755))
+            .context(|| format!("chmod {}", state_dir.display()))?;
+    }
+    Ok(logs)
+}
+
+/// Initialises the cluster on first use and stops a server an earlier run left behind.
+async fn prepare_postgres(
+    bin_dir: PathBuf,
+    state_dir: &Path,
+    logs: &Path,
+    port: u16,
+) -> Result<Postgres> {
+    let pg = Postgres::new(bin_dir, state_dir.join("postgres"), port);
+    pg.init_once().await?;
+    // pg_ctl writes its log there as `postgres`.
+    pg.give_to_postgres(logs).await?;
+    if pg.is_running().await {
+        say("stopping a PostgreSQL an earlier run left behind");
+        pg.stop().await?;
+    }
+    Ok(pg)
+}
+
+/// Builds the service binaries (unless `--no-build`) and checks that each exists.
+async fn build(ws: &Workspace, planned: &[PlannedService], opts: &UpOptions) -> Result<()> {
+    let names: Vec<&str> = planned.iter().map(|p| p.spec.name).collect();
+    if !opts.no_build && !names.is_empty() {
+        let profile = if opts.release { "release" } else { "debug" };
+        say(&format!("building {} ({profile})", names.join(", ")));
+        ws.build(&names, opts.release).await?;
+    }
+    for name in names {
+        let bin = ws.binary(name, opts.release);
+        if !bin.is_file() {
+            return Err(MeshError::NotInstalled {
+                program: "a service binary",
+                hint: format!("{} is missing; run without --no-build", bin.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The table `up` prints: every process with its addresses and pid.
+#[must_use]
+pub fn render_table(state: &MeshState) -> String {
+    let mut rows = vec![
+        vec![
+            "postgres".to_owned(),
+            format!("127.0.0.1:{}", state.postgres.port),
+            "-".to_owned(),
+            state.postgres.pid.to_string(),
+        ],
+        vec![
+            "nats-server".to_owned(),
+            format!("127.0.0.1:{}", state.nats.port),
+            "-".to_owned(),
+            state.nats.pid.to_string(),
+        ],
+    ];
+    rows.extend(state.services.iter().map(|s| {
+        vec![
+            s.name.clone(),
+            s.grpc_addr.to_string(),
+            format!("http://{}", s.admin_addr),
+            s.pid.to_string(),
+        ]
+    }));
+    table::render(&["service", "gRPC addr", "admin URL", "pid"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::loopback;
+    use crate::state::{NatsState, PostgresState, ServiceState};
+
+    #[test]
+    fn the_table_lists_infrastructure_then_services() {
+        let state = MeshState {
+            started_at: "2025-01-01T00:00:00Z".into(),
+            supervisor_pid: None,
+            postgres: PostgresState {
+                pid: 1,
+                port: 55432,
+                bin_dir: "/pg".into(),
+                data_dir: "/d".into(),
+            },
+            nats: NatsState {
+                pid: 2,
+                port: 54222,
+                binary: "/n".into(),
+            },
+            services: vec![ServiceState {
+                name: "catalog".into(),
+                pid: 3,
+                grpc_addr: loopback(50052),
+                admin_addr: loopback(9102),
+                binary: "/c".into(),
+                log: "/l".into(),
+            }],
+        };
+        let text = render_table(&state);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "service      gRPC addr        admin URL              pid"
+        );
+        assert!(
+            lines[2].starts_with("postgres     127.0.0.1:55432"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("nats-server  127.0.0.1:54222"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[4],
+            "catalog      127.0.0.1:50052  http://127.0.0.1:9102  3"
+        );
+    }
+}

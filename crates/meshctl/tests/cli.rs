@@ -1,0 +1,104 @@
+//! The whole CLI against a real mesh: `up --detach` in a throwaway state directory on free
+//! ports, then `status`, `demo` and `down`, checking that every process is gone at the end.
+//!
+//! `up` runs `cargo build -p identity -p catalog -p notifications` itself, exactly as an
+//! operator's `meshctl up` does: cargo does not build the binaries of dependencies, so a
+//! dev-dependency on the service crates would not provide them. When the binaries are fresh
+//! (after `cargo nextest run --workspace` built them) that build is a no-op check.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+#![allow(clippy::print_stdout)] // the commands' output, shown when the test fails
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use meshctl::state::MeshState;
+use tempfile::TempDir;
+
+/// A state directory; dropping it runs `meshctl down` so a failed test leaves nothing running.
+struct StateDir(TempDir);
+
+impl StateDir {
+    fn meshctl(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .arg("--state-dir")
+            .arg(self.0.path())
+            .args(args)
+            .output()
+            .unwrap();
+        println!(
+            "$ meshctl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = self.meshctl(&["down"]);
+    }
+}
+
+/// Whether `pid` is gone (a zombie waiting for a reaper counts as gone).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+    })
+}
+
+fn port() -> String {
+    shop_testkit::free_port().unwrap().to_string()
+}
+
+#[test]
+fn up_status_demo_down() {
+    let dir = StateDir(tempfile::tempdir().unwrap());
+    let mut up = vec![
+        "up".to_owned(),
+        "--detach".into(),
+        "--pg-port".into(),
+        port(),
+        "--nats-port".into(),
+        port(),
+    ];
+    for name in ["identity", "catalog", "notifications"] {
+        up.extend(["--port".into(), format!("{name}={}:{}", port(), port())]);
+    }
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    assert!(dir.meshctl(&up).status.success(), "up --detach failed");
+
+    let state = MeshState::load(dir.0.path()).unwrap().expect("state.json");
+    assert_eq!(state.services.len(), 3);
+    assert!(state.supervisor_pid.is_none());
+
+    assert!(dir.meshctl(&["status"]).status.success(), "status");
+
+    let demo = dir.meshctl(&["demo"]);
+    assert!(demo.status.success(), "demo failed");
+    let said = String::from_utf8_lossy(&demo.stdout);
+    assert!(said.contains("welcome notification arrived"), "{said}");
+
+    assert!(dir.meshctl(&["down"]).status.success(), "down");
+    let pids = state
+        .services
+        .iter()
+        .map(|s| s.pid)
+        .chain([state.nats.pid, state.postgres.pid]);
+    for pid in pids {
+        assert!(gone(pid), "pid {pid} still runs after down");
+    }
+    assert!(!dir.0.path().join("state.json").exists());
+    assert!(
+        !dir.meshctl(&["status"]).status.success(),
+        "status with nothing running must fail"
+    );
+    assert!(
+        dir.meshctl(&["down"]).status.success(),
+        "down is idempotent"
+    );
+    assert!(Path::new(&dir.0.path().join("logs/identity.log")).exists());
+}
