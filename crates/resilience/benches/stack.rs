@@ -1,6 +1,12 @@
 //! Bare tonic unary calls vs. the same calls through the full resilience client + server stack,
 //! measured in the same run. Not part of CI.
 //!
+//! Two stack configurations are measured against the same bare baseline:
+//! - `stack direct`: one static endpoint, which `client::connect` sends straight to that
+//!   endpoint's channel (nothing to balance or eject);
+//! - `stack p2c`: two static endpoints (two protected servers in this process), through the p2c
+//!   balancer with per-endpoint ejection, as a DNS name with several addresses gets.
+//!
 //! `cargo bench -p shop-resilience --bench stack -- [seconds-per-round]`
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
@@ -117,12 +123,12 @@ where
     Ok(run)
 }
 
-fn report(label: &str, bare: &mut Run, stack: &mut Run) {
+fn report(label: &str, bare: &mut Run, name: &str, stack: &mut Run) {
     let (b50, b99) = (bare.percentile(0.50), bare.percentile(0.99));
     let (s50, s99) = (stack.percentile(0.50), stack.percentile(0.99));
     println!(
-        "{label:<16} bare {:>9.0} calls/s p50 {:>7.1?} p99 {:>7.1?} | stack {:>9.0} calls/s p50 \
-         {:>7.1?} p99 {:>7.1?} | ratio {:.3} added p50 {:>+8.1} µs p99 {:>+8.1} µs",
+        "{label:<16} bare {:>6.0} calls/s p50 {:>7.1?} p99 {:>7.1?} | {name:<12} {:>6.0} calls/s p50 \
+         {:>7.1?} p99 {:>7.1?} | ratio {:.3} added p50 {:>+7.1} µs p99 {:>+7.1} µs",
         bare.throughput(),
         b50,
         b99,
@@ -147,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
 
     let bare_addr = serve_bare().await?;
     let stack_addr = serve_protected().await?;
+    let p2c_addrs = vec![serve_protected().await?, serve_protected().await?];
     let bare = HealthClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://{bare_addr}"))?
             .connect()
@@ -156,23 +163,26 @@ async fn main() -> anyhow::Result<()> {
     config.retry.idempotent_methods = ["/grpc.health.v1.Health/*".to_owned()].into();
     config.caller = Some("bench".to_owned());
     let stack = HealthClient::new(client::connect(&config).await?);
+    config.endpoints = Endpoints::Static(p2c_addrs);
+    let p2c = HealthClient::new(client::connect(&config).await?);
 
-    // Warm up both paths (connections, allocator, caches).
+    // Warm up every path (connections, allocator, caches).
     measure(&bare, 4, Duration::from_millis(500)).await?;
     measure(&stack, 4, Duration::from_millis(500)).await?;
+    measure(&p2c, 4, Duration::from_millis(500)).await?;
 
     for concurrency in [1, 16, 64] {
-        let (mut bare_total, mut stack_total) = (Run::default(), Run::default());
-        // Interleave rounds so drift in machine load hits both sides alike.
+        let mut bare_total = Run::default();
+        let (mut stack_total, mut p2c_total) = (Run::default(), Run::default());
+        // Interleave rounds so drift in machine load hits every side alike.
         for _ in 0..3 {
             bare_total.merge(measure(&bare, concurrency, round).await?);
             stack_total.merge(measure(&stack, concurrency, round).await?);
+            p2c_total.merge(measure(&p2c, concurrency, round).await?);
         }
-        report(
-            &format!("concurrency {concurrency}"),
-            &mut bare_total,
-            &mut stack_total,
-        );
+        let label = format!("concurrency {concurrency}");
+        report(&label, &mut bare_total, "stack direct", &mut stack_total);
+        report(&label, &mut bare_total, "stack p2c", &mut p2c_total);
     }
     Ok(())
 }

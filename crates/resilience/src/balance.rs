@@ -4,27 +4,30 @@
 //! re-resolved every `refresh`, or from a static list. Each endpoint is its own
 //! `tonic::transport::Channel` (one HTTP/2 connection, so calls spread across pods instead of
 //! sticking to the one connection a ClusterIP would give), wrapped in [`Eject`] and measured by
-//! pending requests for tower's p2c [`Balance`]. The balancer sits behind a [`Buffer`] so the
-//! stack above it can be cloned.
+//! pending requests for tower's p2c [`Balance`]. The balancer is shared by every clone of the
+//! stack above it through a mutex held only while choosing an endpoint and starting the call
+//! ([`Balanced`]); there is no buffer task and no channel hop per call.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::Stream;
+use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::Service;
 use tower::balance::p2c::Balance;
-use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequests};
 
+use crate::BoxError;
 use crate::eject::{Eject, EjectConfig, EjectionPool};
 
 /// Where a dependency's endpoints come from.
@@ -54,8 +57,6 @@ pub struct EndpointConfig {
     pub keepalive: Duration,
     /// Outlier ejection.
     pub eject: EjectConfig,
-    /// Calls queued for the balancer task.
-    pub buffer: usize,
 }
 
 impl Default for EndpointConfig {
@@ -65,7 +66,6 @@ impl Default for EndpointConfig {
             attempt_timeout: None,
             keepalive: Duration::from_secs(10),
             eject: EjectConfig::default(),
-            buffer: 1024,
         }
     }
 }
@@ -76,8 +76,45 @@ pub type Endpoint = PendingRequests<Eject<Channel>, CompleteOnResponse>;
 /// The balancer: p2c over the discovered endpoints.
 pub type Balancer = Balance<EndpointStream, http::Request<Body>>;
 
-/// The cloneable handle to the balancer.
-pub type Balanced = Buffer<http::Request<Body>, <Balancer as Service<http::Request<Body>>>::Future>;
+/// Response future of the balancer (the chosen endpoint's future).
+type BalancerFuture = <Balancer as Service<http::Request<Body>>>::Future;
+
+/// The cloneable handle to one balancer, shared by every clone.
+///
+/// `poll_ready` is always ready; the returned future waits for the balancer to have a ready
+/// endpoint, then chooses one and starts the call, all under a mutex held only for that
+/// moment. Callers waiting for readiness park their wakers in a list; the balancer's own
+/// registrations point at the last caller that polled it, so whoever gets through (or gives up)
+/// wakes the rest to re-register.
+#[derive(Clone)]
+pub struct Balanced {
+    shared: Arc<Mutex<Shared>>,
+}
+
+struct Shared {
+    balancer: Balancer,
+    waiters: Vec<Waker>,
+}
+
+pin_project! {
+    /// Response future of [`Balanced`].
+    #[project = BalancedFutureProj]
+    pub enum BalancedFuture {
+        /// Waiting for a ready endpoint.
+        Waiting { request: Option<http::Request<Body>>, shared: Arc<Mutex<Shared>>, parked: bool },
+        /// Dispatched to an endpoint.
+        Called { #[pin] future: BalancerFuture },
+    }
+
+    impl PinnedDrop for BalancedFuture {
+        fn drop(this: Pin<&mut Self>) {
+            if let BalancedFutureProj::Waiting { shared, parked: true, .. } = this.project() {
+                // This caller may hold the balancer's wake-up registration: hand it on.
+                wake_all(&mut lock(shared).waiters);
+            }
+        }
+    }
+}
 
 /// Endpoint changes for the balancer, fed by a background resolver task.
 #[derive(Debug)]
@@ -119,10 +156,110 @@ pub fn balanced(endpoints: Endpoints, config: EndpointConfig) -> Result<Balanced
         make_channel(*first, &config)?;
     }
     let (tx, rx) = mpsc::channel(64);
-    let buffer = config.buffer.max(1);
     tokio::spawn(resolve(endpoints, config, tx));
-    let balance = Balance::new(EndpointStream { rx });
-    Ok(Buffer::new(balance, buffer))
+    let balancer = Balance::new(EndpointStream { rx });
+    Ok(Balanced {
+        shared: Arc::new(Mutex::new(Shared {
+            balancer,
+            waiters: Vec::new(),
+        })),
+    })
+}
+
+// === impl Balanced ===
+
+impl std::fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced").finish_non_exhaustive()
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wake_all(waiters: &mut Vec<Waker>) {
+    for waker in waiters.drain(..) {
+        waker.wake();
+    }
+}
+
+impl Service<http::Request<Body>> for Balanced {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BalancedFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is awaited in the future, under the lock, right before dispatch.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        BalancedFuture::Waiting {
+            request: Some(request),
+            shared: self.shared.clone(),
+            parked: false,
+        }
+    }
+}
+
+impl Future for BalancedFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let future = match self.as_mut().project() {
+                BalancedFutureProj::Called { future } => return future.poll(cx),
+                BalancedFutureProj::Waiting {
+                    request,
+                    shared,
+                    parked,
+                } => {
+                    let mut guard = lock(shared);
+                    let state = &mut *guard;
+                    match state.balancer.poll_ready(cx) {
+                        Poll::Pending => {
+                            if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                                state.waiters.push(cx.waker().clone());
+                            }
+                            *parked = true;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            *parked = false;
+                            wake_all(&mut state.waiters);
+                            return Poll::Ready(Err(error));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let Some(request) = request.take() else {
+                                return Poll::Ready(Err("polled after completion".into()));
+                            };
+                            let future = state.balancer.call(request);
+                            if *parked {
+                                *parked = false;
+                                state.waiters.retain(|w| !w.will_wake(cx.waker()));
+                            }
+                            if !state.waiters.is_empty() {
+                                // They parked while this caller held the registration.
+                                wake_all(&mut state.waiters);
+                            }
+                            future
+                        }
+                    }
+                }
+            };
+            self.set(BalancedFuture::Called { future });
+        }
+    }
+}
+
+/// A plain channel to one endpoint, with `config`'s connection settings; what [`connect`] uses
+/// for a static list of exactly one address, where there is nothing to balance over and nothing
+/// to eject (ejection never removes the last endpoint).
+///
+/// [`connect`]: crate::client::connect
+pub fn direct(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, BalanceError> {
+    make_channel(addr, config)
 }
 
 fn make_channel(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, BalanceError> {

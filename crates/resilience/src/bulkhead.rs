@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::Rejection;
@@ -58,8 +60,19 @@ pub struct Bulkhead<S> {
     shared: Arc<Shared>,
 }
 
-/// Response future of [`Bulkhead`].
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+pin_project! {
+    /// Response future of [`Bulkhead`].
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture<S, Req, R, E>
+    where
+        S: Service<Req>,
+    {
+        /// A slot was free at once: the call holds it until it completes.
+        Admitted { #[pin] call: Oneshot<S, Req>, permit: OwnedSemaphorePermit },
+        /// Waiting in the queue (or rejected), then calling.
+        Queued { future: Pin<Box<dyn Future<Output = Result<R, E>> + Send>> },
+    }
+}
 
 /// Decrements the queue length when a waiter leaves, however it leaves.
 struct QueueSlot(Arc<Shared>);
@@ -127,7 +140,7 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = ResponseFuture<Self::Response, Self::Error>;
+    type Future = ResponseFuture<S, http::Request<B>, Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness of the inner service is awaited after a slot is taken, in the future.
@@ -136,12 +149,34 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
+        if let Ok(permit) = self.shared.slots.clone().try_acquire_owned() {
+            return ResponseFuture::Admitted {
+                call: inner.oneshot(req),
+                permit,
+            };
+        }
         let shared = self.shared.clone();
-        Box::pin(async move {
-            match shared.acquire().await {
-                Ok(_permit) => inner.oneshot(req).await,
-                Err(rejection) => Ok(rejection.into_response()),
-            }
-        })
+        ResponseFuture::Queued {
+            future: Box::pin(async move {
+                match shared.acquire().await {
+                    Ok(_permit) => inner.oneshot(req).await,
+                    Err(rejection) => Ok(rejection.into_response()),
+                }
+            }),
+        }
+    }
+}
+
+impl<S, Req, R, E> Future for ResponseFuture<S, Req, R, E>
+where
+    S: Service<Req, Response = R, Error = E>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Admitted { call, permit: _ } => call.poll(cx),
+            ResponseFutureProj::Queued { future } => future.as_mut().poll(cx),
+        }
     }
 }

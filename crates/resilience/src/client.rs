@@ -23,7 +23,7 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -127,10 +127,23 @@ impl DependencyConfig {
 
 /// Connects to the dependency described by `config`: the full client stack over p2c-balanced
 /// endpoints. Connections are made lazily; the call returns at once.
+///
+/// A static list of exactly one address skips the balancer: with one endpoint there is no
+/// choice to make and ejection never removes the last endpoint, so the stack goes straight to
+/// that endpoint's channel ([`balance::direct`]). DNS names always get the balancer, however
+/// many addresses they resolve to now.
 pub async fn connect(config: &DependencyConfig) -> Result<ResilientChannel, ClientError> {
     config.validate()?;
-    let balanced = balance::balanced(config.endpoints.clone(), config.endpoint.clone())?;
-    Ok(ResilientChannel::new(config, balanced))
+    match &config.endpoints {
+        Endpoints::Static(addrs) if addrs.len() == 1 => {
+            let channel = balance::direct(addrs[0], &config.endpoint)?;
+            Ok(ResilientChannel::new(config, channel))
+        }
+        endpoints => {
+            let balanced = balance::balanced(endpoints.clone(), config.endpoint.clone())?;
+            Ok(ResilientChannel::new(config, balanced))
+        }
+    }
 }
 
 // === impl ResilientChannel ===
@@ -150,11 +163,12 @@ impl ResilientChannel {
         let caller = config
             .caller
             .as_deref()
-            .and_then(|c| HeaderValue::from_str(c).ok());
+            .and_then(|c| HeaderValue::from_str(c).ok())
+            .map(|value| (HeaderName::from_static(CALLER_HEADER), value));
         let stack = ServiceBuilder::new()
             .map_request(move |mut req: http::Request<Body>| {
-                if let Some(caller) = &caller {
-                    req.headers_mut().insert(CALLER_HEADER, caller.clone());
+                if let Some((name, value)) = &caller {
+                    req.headers_mut().insert(name.clone(), value.clone());
                 }
                 req
             })

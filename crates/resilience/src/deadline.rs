@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 
 use crate::Rejection;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 tokio::task_local! {
     static CURRENT: Option<Deadline>;
@@ -113,12 +113,31 @@ pub fn encode_grpc_timeout(timeout: Duration) -> HeaderValue {
         .into_iter()
         .find(|(amount, _)| *amount <= MAX)
         .unwrap_or(((nanos / 3_600_000_000_000).min(MAX), 'H'));
-    HeaderValue::from_str(&format!("{amount}{unit}")).unwrap_or(HeaderValue::from_static("0n"))
+    // At most 8 digits and the unit, written without a `format!` (this runs on every call).
+    let mut buf = [0u8; 9];
+    let mut start = 8;
+    let mut rest = amount;
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 || start == 0 {
+            break;
+        }
+    }
+    buf[8] = unit as u8;
+    HeaderValue::from_bytes(&buf[start..]).unwrap_or(HeaderValue::from_static("0n"))
 }
 
 /// Sets `grpc-timeout` to the time left until `deadline`.
+///
+/// The value is marked sensitive so HPACK sends it as a never-indexed literal: it differs on
+/// every call, and indexing it would churn the connection's header table, evicting the
+/// headers that do repeat (path, content type, caller id) so they too go out as literals.
 pub fn stamp(headers: &mut HeaderMap, deadline: Deadline) {
-    headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(deadline.remaining()));
+    let mut value = encode_grpc_timeout(deadline.remaining());
+    value.set_sensitive(true);
+    headers.insert(GRPC_TIMEOUT, value);
 }
 
 fn incoming<B>(req: &http::Request<B>) -> Option<Deadline> {
@@ -289,10 +308,15 @@ mod tests {
             Duration::from_millis(250),
             Duration::from_secs(30),
             Duration::from_secs(4 * 3600),
+            Duration::ZERO,
+            Duration::from_nanos(99_999_999),
+            Duration::from_micros(100_000_000),
         ] {
             let encoded = encode_grpc_timeout(timeout);
             assert_eq!(parse_grpc_timeout(&encoded), Some(timeout), "{encoded:?}");
         }
+        assert_eq!(encode_grpc_timeout(Duration::ZERO), "0n");
+        assert_eq!(encode_grpc_timeout(Duration::from_millis(250)), "250000u");
         assert_eq!(
             parse_grpc_timeout(&HeaderValue::from_static("123456789m")),
             None

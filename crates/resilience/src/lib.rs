@@ -37,5 +37,5 @@ mod rejection;
 
 pub use rejection::{RejectOr, Rejection};
 
-/// The boxed error type used where layers erase their inner error (balancer, buffer).
+/// The boxed error type used where layers erase their inner error (balancer, load shedding).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

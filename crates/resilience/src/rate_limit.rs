@@ -45,9 +45,26 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// Longest caller id kept inline in a [`CallerKey`]; longer ones are boxed.
+const INLINE_KEY: usize = 46;
+
+/// Who a call is from, as the limiter's key; short caller ids (service names) are stored inline
+/// so the per-call lookup does not allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CallerKey {
+    /// A caller id of at most [`INLINE_KEY`] bytes.
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    /// A longer caller id.
+    Long(Box<[u8]>),
+    /// No caller id: the peer's IP address.
+    Ip(IpAddr),
+    /// Neither a caller id nor a peer address.
+    Unknown,
+}
+
 #[derive(Debug)]
 struct Shared {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<CallerKey>,
     caller_header: HeaderName,
     calls: AtomicU64,
 }
@@ -95,20 +112,26 @@ impl<S> Layer<S> for RateLimitLayer {
 // === impl RateLimit ===
 
 impl Shared {
-    fn caller<B>(&self, req: &http::Request<B>) -> String {
+    fn caller<B>(&self, req: &http::Request<B>) -> CallerKey {
         if let Some(id) = req
             .headers()
             .get(&self.caller_header)
-            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.to_str().is_ok())
         {
-            return id.to_owned();
+            let id = id.as_bytes();
+            let mut bytes = [0; INLINE_KEY];
+            return match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
+                (Some(prefix), Ok(len)) => {
+                    prefix.copy_from_slice(id);
+                    CallerKey::Inline { len, bytes }
+                }
+                _ => CallerKey::Long(id.into()),
+            };
         }
-        let ip: Option<IpAddr> = req
-            .extensions()
+        req.extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr)
-            .map(|addr| addr.ip());
-        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+            .map_or(CallerKey::Unknown, |addr| CallerKey::Ip(addr.ip()))
     }
 
     fn admit<B>(&self, req: &http::Request<B>) -> bool {

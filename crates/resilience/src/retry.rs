@@ -18,7 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use tonic::Code;
 use tonic::body::Body;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -26,7 +27,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::Rejection;
 use crate::classify::grpc_code;
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, Deadline, GRPC_TIMEOUT};
 
 /// Retry behaviour for one dependency.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +95,37 @@ pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<B
 #[derive(Debug, Clone)]
 struct Attempt<S>(S);
 
+/// Marks a request copy kept for a retry: its `grpc-timeout` must be refreshed when sent. The
+/// first attempt goes out with the one [`ClientDeadline`](crate::deadline::ClientDeadline) just
+/// stamped.
+#[derive(Debug, Clone, Copy)]
+struct Retried;
+
+/// A buffered request body sent again. Unlike `Full` it does not claim an exact size, so hyper
+/// adds no `content-length` header: the attempt goes out like a streamed tonic body does.
+#[derive(Debug)]
+struct Replay(Option<Bytes>);
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
 /// Per-call retry state; tower clones the policy for every call.
 #[derive(Debug, Clone)]
 struct Policy {
@@ -110,9 +142,19 @@ impl RetryConfig {
         if self.idempotent_methods.contains(path) {
             return true;
         }
+        // `/pkg.Service/*`, built on the stack: this runs on every call.
+        let mut buf = [0u8; 256];
         path.rfind('/').is_some_and(|slash| {
-            let wildcard = format!("{}*", &path[..=slash]);
-            self.idempotent_methods.contains(&wildcard)
+            let prefix = &path.as_bytes()[..=slash];
+            let Some(wildcard) = buf.get_mut(..=prefix.len()) else {
+                return self
+                    .idempotent_methods
+                    .contains(&format!("{}*", &path[..=slash]));
+            };
+            let (head, star) = wildcard.split_at_mut(prefix.len());
+            head.copy_from_slice(prefix);
+            star[0] = b'*';
+            std::str::from_utf8(wildcard).is_ok_and(|w| self.idempotent_methods.contains(w))
         })
     }
 
@@ -226,12 +268,16 @@ where
 
     fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
         let (mut parts, bytes) = req.into_parts();
-        if let Some(deadline) = parts.extensions.get::<Deadline>().copied() {
+        let retried = parts.extensions.remove::<Retried>().is_some();
+        let deadline = parts.extensions.get::<Deadline>().copied();
+        if let Some(deadline) =
+            deadline.filter(|_| retried || !parts.headers.contains_key(GRPC_TIMEOUT))
+        {
             deadline::stamp(&mut parts.headers, deadline);
         }
         self.0.call(http::Request::from_parts(
             parts,
-            Body::new(Full::new(bytes)),
+            Body::new(Replay(Some(bytes))),
         ))
     }
 }
@@ -290,6 +336,7 @@ impl<E> tower::retry::Policy<http::Request<Bytes>, http::Response<Body>, E> for 
         *clone.version_mut() = req.version();
         *clone.headers_mut() = req.headers().clone();
         *clone.extensions_mut() = req.extensions().clone();
+        clone.extensions_mut().insert(Retried);
         Some(clone)
     }
 }
@@ -307,6 +354,13 @@ mod tests {
         assert!(config.is_idempotent("/a.S/Get"));
         assert!(!config.is_idempotent("/a.S/Put"));
         assert!(config.is_idempotent("/b.T/Anything"));
+        assert!(!config.is_idempotent("/c.U/Anything"));
+        let long = format!("/{}/*", "x".repeat(300));
+        let config = RetryConfig {
+            idempotent_methods: [long.clone()].into(),
+            ..RetryConfig::default()
+        };
+        assert!(config.is_idempotent(&long.replace('*', "Get")));
     }
 
     #[test]

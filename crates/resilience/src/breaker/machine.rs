@@ -1,6 +1,6 @@
 //! The breaker's state machine, shared by every clone of one breaker.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
@@ -26,12 +26,18 @@ struct Machine {
     window: Window,
 }
 
+/// `closed_generation` while the breaker is open or half-open.
+const NOT_CLOSED: u64 = u64::MAX;
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     name: Arc<str>,
     config: BreakerConfig,
     /// Mirror of `machine.state` for lock-free reads by metrics.
     state: AtomicU8,
+    /// The generation while closed, [`NOT_CLOSED`] otherwise: admits closed-state calls
+    /// without the lock (one atomic load gives a consistent state and generation).
+    closed_generation: AtomicU64,
     machine: Mutex<Machine>,
 }
 
@@ -54,6 +60,7 @@ impl Shared {
             name,
             config,
             state: AtomicU8::new(BreakerState::Closed as u8),
+            closed_generation: AtomicU64::new(0),
             machine: Mutex::new(Machine {
                 state: State::Closed,
                 generation: 0,
@@ -78,6 +85,19 @@ impl Shared {
     /// Admits a call or rejects it fast. `deadline` lets a call dropped at its deadline count as
     /// a failure.
     pub(crate) fn admit(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Permit, Rejection> {
+        // Closed: nothing to decide, so no lock. A transition racing this load bumps the
+        // generation, and the permit's outcome is then ignored like that of any call admitted
+        // just before the transition.
+        let generation = self.closed_generation.load(Ordering::Acquire);
+        if generation != NOT_CLOSED {
+            return Ok(Permit {
+                shared: self.clone(),
+                generation,
+                probe: false,
+                deadline,
+                done: false,
+            });
+        }
         let now = Instant::now();
         let mut m = self.lock();
         if let State::Open { until } = m.state {
@@ -177,6 +197,12 @@ impl Shared {
         m.consecutive_failures = 0;
         m.window.reset();
         self.state.store(to_public as u8, Ordering::Relaxed);
+        let closed_generation = match to {
+            State::Closed => m.generation,
+            State::Open { .. } | State::HalfOpen { .. } => NOT_CLOSED,
+        };
+        self.closed_generation
+            .store(closed_generation, Ordering::Release);
         if to_public == BreakerState::Open {
             tracing::warn!(dependency = %self.name, ?from, to = ?to_public, "circuit breaker opened");
         } else {

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use shop_resilience::balance::Endpoints;
+use shop_resilience::balance::{EndpointConfig, Endpoints};
 use shop_resilience::client::{self, DependencyConfig, ResilientChannel};
 use shop_resilience::eject::EjectConfig;
 use shop_testkit::fault_proxy::{Fault, FaultProxy};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceExt;
 
 use crate::support::{self, TestServer};
 
@@ -112,4 +113,33 @@ async fn typed_client_in_one_line_over_tonic_health() {
         .unwrap();
     assert_eq!(response.into_inner().status, 1, "SERVING");
     server.abort();
+}
+
+/// Calls made before the balancer has any endpoint (DNS still resolving) all park; once the
+/// endpoints arrive every one of them is woken and dispatched, none is stranded.
+#[tokio::test]
+async fn callers_parked_before_resolution_are_all_dispatched() {
+    let server = TestServer::start().await;
+    let endpoints = Endpoints::Dns {
+        host: "localhost".to_owned(),
+        port: server.addr.port(),
+        refresh: Duration::from_secs(60),
+    };
+    let balanced =
+        shop_resilience::balance::balanced(endpoints, EndpointConfig::default()).unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let balanced = balanced.clone();
+            tokio::spawn(async move { balanced.oneshot(support::request(GET)).await.is_ok() })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        // `localhost` may also resolve to ::1, where nothing listens: those calls fail, but
+        // they must finish.
+        let done = tokio::time::timeout(Duration::from_secs(10), task).await;
+        ok += usize::from(done.expect("a parked caller was never woken").unwrap());
+    }
+    assert!(ok > 0, "no call reached the server");
+    server.stop().await;
 }
