@@ -4,10 +4,13 @@
 //! [`JwtVerifier`] built from identity's JWKS. The algorithm is pinned: a token whose header
 //! says anything but `EdDSA` is refused before any key is touched, so `alg: none` and
 //! algorithm-confusion attacks have nothing to work with. `exp`, `nbf`, `iss` and `aud` are
-//! always checked, with a small leeway for clock skew.
+//! always checked, with a small leeway for clock skew. [`RequireBearer`] is the tonic
+//! interceptor that puts a verified token's [`Claims`] in front of a service's handlers.
 
+mod interceptor;
 mod jwk;
 mod token;
 
+pub use interceptor::RequireBearer;
 pub use jwk::Jwk;
 pub use token::{Claims, JwtError, JwtSigner, JwtVerifier};
