@@ -43,7 +43,9 @@ pub async fn migrate(
     }
 }
 
-fn is_connection_error(err: &sqlx::Error) -> bool {
+/// Whether `err` says the database could not be reached (as opposed to refusing a query).
+#[must_use]
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
     matches!(
         err,
         sqlx::Error::Io(_)
@@ -51,6 +53,18 @@ fn is_connection_error(err: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
     )
+}
+
+/// The status for a failed database call: `UNAVAILABLE` (the caller may retry) when the
+/// database could not be reached, else an opaque `INTERNAL` with the cause in the log.
+#[must_use]
+pub fn error_status(err: &sqlx::Error, database: &str) -> tonic::Status {
+    if is_connection_error(err) {
+        tracing::warn!(error = %err, database, "database unavailable");
+        crate::status::unavailable(&format!("{database} database unavailable"))
+    } else {
+        crate::status::internal(err)
+    }
 }
 
 /// Ready while `SELECT 1` succeeds on the pool.

@@ -6,6 +6,7 @@
 //! [`telemetry::init`], and passes [`shutdown::signal`] as that future.
 //!
 //! # Layout
+//! - [`background`]: retrying background work (relays, consumers) beside the server.
 //! - [`client`]: resilient clients for calls to other services.
 //! - [`config`]: shared settings from flags and environment variables.
 //! - [`telemetry`]: tracing with `RUST_LOG`, text or JSON.
@@ -19,6 +20,7 @@
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
+pub mod background;
 pub mod client;
 pub mod config;
 pub mod convert;

@@ -244,6 +244,25 @@ impl GrpcServer {
         Arc::clone(&self.readiness)
     }
 
+    /// Like [`Self::run_until`], with background tasks (relays, consumers) that run while the
+    /// server does: once it has drained, `stop` is cancelled and every task is awaited, so
+    /// they finish what they hold before the process exits.
+    pub async fn run_with_background(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        stop: CancellationToken,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) -> Result<(), RuntimeError> {
+        let result = self.run_until(shutdown).await;
+        stop.cancel();
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::warn!(error = %err, "background task failed");
+            }
+        }
+        result
+    }
+
     /// Serves until `shutdown` resolves, then drains as described in the module docs.
     pub async fn run_until(
         self,

@@ -1,6 +1,6 @@
 //! The catalog's errors and their one mapping to `tonic::Status`.
 
-use shop_runtime::status;
+use shop_runtime::{db, status};
 use tonic::Status;
 
 /// Everything a catalog call can fail with.
@@ -43,18 +43,7 @@ impl From<CatalogError> for Status {
             CatalogError::VersionMismatch { .. } => {
                 status::failed_precondition("expected_version", &err.to_string())
             }
-            CatalogError::Store(source) if is_unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                status::unavailable("catalog database unavailable")
-            }
-            CatalogError::Store(_) => status::internal(&err),
+            CatalogError::Store(source) => db::error_status(source, "catalog"),
         }
     }
-}
-
-fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
 }

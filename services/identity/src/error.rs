@@ -1,6 +1,6 @@
 //! Identity's errors and their one mapping to `tonic::Status`.
 
-use shop_runtime::status;
+use shop_runtime::{db, status};
 use tonic::Status;
 
 /// Everything an identity call can fail with.
@@ -38,18 +38,8 @@ impl From<IdentityError> for Status {
             IdentityError::EmailTaken => status::already_exists("email", &err.to_string()),
             IdentityError::BadCredentials => status::unauthenticated(&err.to_string()),
             IdentityError::NotFound(id) => status::not_found("shop.identity.v1.User", id),
-            IdentityError::Store(source)
-                if matches!(
-                    source,
-                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-                ) =>
-            {
-                tracing::warn!(error = %source, "database unavailable");
-                status::unavailable("identity database unavailable")
-            }
-            IdentityError::Crypto(_) | IdentityError::Store(_) | IdentityError::Outbox(_) => {
-                status::internal(&err)
-            }
+            IdentityError::Store(source) => db::error_status(source, "identity"),
+            IdentityError::Crypto(_) | IdentityError::Outbox(_) => status::internal(&err),
         }
     }
 }

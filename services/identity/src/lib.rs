@@ -123,9 +123,8 @@ impl App {
             self.replicas,
             stop.clone(),
         ));
-        let result = self.server.run_until(shutdown).await;
-        stop.cancel();
-        let _ = relay.await;
-        result
+        self.server
+            .run_with_background(shutdown, stop, vec![relay])
+            .await
     }
 }

@@ -1,7 +1,7 @@
 //! The durable consumers: one per source stream, each applying events through the inbox so a
 //! redelivered event is acked without a second notification.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use shop_events::{
@@ -12,7 +12,7 @@ use shop_proto::{
     orders::{OrderCancelled, OrderConfirmed},
     shipping::ShipmentScheduled,
 };
-use shop_runtime::CancellationToken;
+use shop_runtime::{CancellationToken, background::retry_until_stopped};
 use sqlx::PgPool;
 
 use crate::{
@@ -128,41 +128,23 @@ pub fn spawn(
             let dead_letter = StreamSpec::dead_letter().with_replicas(replicas);
             let js = js.clone();
             let stop = stop.clone();
-            tokio::spawn(run_with_retry(spec.durable, stop.clone(), move || {
-                let (runner, stream, dead_letter, js, stop) = (
-                    runner.clone(),
-                    stream.clone(),
-                    dead_letter.clone(),
-                    js.clone(),
-                    stop.clone(),
-                );
-                async move {
-                    stream.ensure(&js).await?;
-                    dead_letter.ensure(&js).await?;
-                    runner.run(stop.cancelled_owned()).await
-                }
-            }))
+            tokio::spawn(async move {
+                let attempt = || {
+                    let (runner, stream, dead_letter, js, stop) = (
+                        runner.clone(),
+                        stream.clone(),
+                        dead_letter.clone(),
+                        js.clone(),
+                        stop.clone(),
+                    );
+                    async move {
+                        stream.ensure(&js).await?;
+                        dead_letter.ensure(&js).await?;
+                        runner.run(stop.cancelled_owned()).await
+                    }
+                };
+                retry_until_stopped(&spec.durable, &stop, attempt).await;
+            })
         })
         .collect()
-}
-
-async fn run_with_retry<F, Fut>(name: String, stop: CancellationToken, attempt: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), shop_events::EventsError>>,
-{
-    let mut delay = Duration::from_millis(200);
-    while !stop.is_cancelled() {
-        match attempt().await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::warn!(consumer = %name, error = %err, ?delay, "consumer failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
 }

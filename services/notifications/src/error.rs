@@ -1,6 +1,6 @@
 //! The notifications service's errors and their one mapping to `tonic::Status`.
 
-use shop_runtime::status;
+use shop_runtime::{db, status};
 use tonic::Status;
 
 /// Everything a notifications call can fail with.
@@ -20,10 +20,7 @@ impl From<NotificationsError> for Status {
             NotificationsError::InvalidArgument { field, reason } => {
                 status::invalid_argument(field, reason)
             }
-            NotificationsError::Store(
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
-            ) => status::unavailable("notifications database unavailable"),
-            NotificationsError::Store(_) => status::internal(&err),
+            NotificationsError::Store(source) => db::error_status(source, "notifications"),
         }
     }
 }

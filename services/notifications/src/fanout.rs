@@ -2,9 +2,7 @@
 //! transaction that stores a notification announces its id with `pg_notify`; each replica
 //! listens, loads the row and broadcasts it to its local watchers.
 
-use std::time::Duration;
-
-use shop_runtime::CancellationToken;
+use shop_runtime::{CancellationToken, background::retry_until_stopped};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -16,20 +14,10 @@ pub const WATCH_BUFFER: usize = 1024;
 
 /// Listens until `stop` is cancelled, reconnecting after database outages.
 pub async fn run(pool: PgPool, sender: broadcast::Sender<Notification>, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(200);
-    while !stop.is_cancelled() {
-        match listen(&pool, &sender, &stop).await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, ?delay, "notification listener failed; reconnecting");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    retry_until_stopped("notification listener", &stop, || {
+        listen(&pool, &sender, &stop)
+    })
+    .await;
 }
 
 async fn listen(

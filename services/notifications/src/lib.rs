@@ -123,11 +123,6 @@ impl App {
             self.updates,
             stop.clone(),
         )));
-        let result = self.server.run_until(shutdown).await;
-        stop.cancel();
-        for task in tasks {
-            let _ = task.await;
-        }
-        result
+        self.server.run_with_background(shutdown, stop, tasks).await
     }
 }
