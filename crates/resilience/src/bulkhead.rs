@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::Rejection;
@@ -68,7 +67,7 @@ pin_project! {
         S: Service<Req>,
     {
         /// A slot was free at once: the call holds it until it completes.
-        Admitted { #[pin] call: Oneshot<S, Req>, permit: OwnedSemaphorePermit },
+        Admitted { #[pin] call: S::Future, permit: OwnedSemaphorePermit },
         /// Waiting in the queue (or rejected), then calling.
         Queued { future: Pin<Box<dyn Future<Output = Result<R, E>> + Send>> },
     }
@@ -142,19 +141,23 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, http::Request<B>, Self::Response, Self::Error>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness of the inner service is awaited after a slot is taken, in the future.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Inner readiness is transport capacity (a channel's buffer, the balancer's handle), not
+        // a dependency slot: waiting for it holds no slot.
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
         if let Ok(permit) = self.shared.slots.clone().try_acquire_owned() {
+            // Fast path: the ready inner service takes the call, no clone.
             return ResponseFuture::Admitted {
-                call: inner.oneshot(req),
+                call: self.inner.call(req),
                 permit,
             };
         }
+        // Queued: a clone waits for a slot (and then for its own readiness), leaving `inner`'s
+        // reserved readiness to the next call.
+        let inner = self.inner.clone();
         let shared = self.shared.clone();
         ResponseFuture::Queued {
             future: Box::pin(async move {

@@ -6,9 +6,13 @@
 //! count as successes here. Retries only cover unary calls, and the breaker documents the same
 //! limit.
 
+use http::HeaderName;
 use tonic::Code;
 
 use crate::Rejection;
+
+/// The `grpc-status` header, prebuilt: it is looked up on every response.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The result of one call as far as dependency health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +27,7 @@ pub enum Outcome {
 pub fn grpc_code<B>(response: &http::Response<B>) -> Option<Code> {
     response
         .headers()
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Timeout};
@@ -24,7 +24,8 @@ use tower::{Layer, Service};
 
 use crate::Rejection;
 
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// The `grpc-timeout` header; a prebuilt name skips parsing and validating it on every lookup.
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 tokio::task_local! {
     static CURRENT: Option<Deadline>;
@@ -135,14 +136,21 @@ pub fn encode_grpc_timeout(timeout: Duration) -> HeaderValue {
 /// every call, and indexing it would churn the connection's header table, evicting the
 /// headers that do repeat (path, content type, caller id) so they too go out as literals.
 pub fn stamp(headers: &mut HeaderMap, deadline: Deadline) {
-    let mut value = encode_grpc_timeout(deadline.remaining());
+    stamp_at(headers, deadline, Instant::now());
+}
+
+/// [`stamp`] with the current time already read.
+fn stamp_at(headers: &mut HeaderMap, deadline: Deadline, now: Instant) {
+    let mut value = encode_grpc_timeout(deadline.0.saturating_duration_since(now));
     value.set_sensitive(true);
     headers.insert(GRPC_TIMEOUT, value);
 }
 
-fn incoming<B>(req: &http::Request<B>) -> Option<Deadline> {
+/// The deadline a request arrives with: its `grpc-timeout` counted from `now`, or a
+/// [`Deadline`] extension, whichever is sooner.
+fn incoming<B>(req: &http::Request<B>, now: Instant) -> Option<Deadline> {
     let timeout = req.headers().get(GRPC_TIMEOUT).and_then(parse_grpc_timeout);
-    let from_header = timeout.map(Deadline::after);
+    let from_header = timeout.map(|t| Deadline(now + t));
     let from_ext = req.extensions().get::<Deadline>().copied();
     from_header.into_iter().chain(from_ext).min()
 }
@@ -180,7 +188,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let deadline = incoming(&req);
+        let deadline = incoming(&req, Instant::now());
         if let Some(deadline) = deadline {
             req.extensions_mut().insert(deadline);
         }
@@ -251,16 +259,22 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let own = self.timeout.map(Deadline::after);
-        let Some(deadline) = [own, current(), incoming(&req)].into_iter().flatten().min() else {
+        // One clock read serves the whole decision (this runs on every call).
+        let now = Instant::now();
+        let own = self.timeout.map(|t| Deadline(now + t));
+        let Some(deadline) = [own, current(), incoming(&req, now)]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return ClientFuture::Unbounded {
                 future: self.inner.call(req),
             };
         };
-        if deadline.is_expired() {
+        if now >= deadline.0 {
             return ClientFuture::Expired;
         }
-        stamp(req.headers_mut(), deadline);
+        stamp_at(req.headers_mut(), deadline, now);
         req.extensions_mut().insert(deadline);
         ClientFuture::Bounded {
             future: tokio::time::timeout_at(deadline.instant(), self.inner.call(req)),
