@@ -6,8 +6,9 @@
 //!   (JetStream, fsync before ack) with their data under the state directory, creates one
 //!   database per service, starts every service and waits for its `/readyz`. In the foreground
 //!   Ctrl-C/SIGTERM stops everything in order; `--detach` leaves it running.
-//! - `meshctl status`: pid, `grpc.health.v1` and `/readyz` of everything `up` started; exits
-//!   non-zero when something is down.
+//! - `meshctl status`: pid, `grpc.health.v1` and `/readyz` of everything `up` started, and the
+//!   circuit breaker state of each service's dependencies (from `/metrics`); exits non-zero
+//!   when something is down.
 //! - `meshctl demo`: register, log in, create and list products, receive the welcome
 //!   notification, through the generated clients.
 //! - `meshctl down`: stops a detached mesh (services, then NATS, then PostgreSQL).

@@ -1,4 +1,5 @@
-//! `meshctl status`: is every process of the recorded mesh alive, serving and ready?
+//! `meshctl status`: is every process of the recorded mesh alive, serving and ready, and how are
+//! the circuit breakers of its dependencies?
 
 use std::path::Path;
 
@@ -20,6 +21,10 @@ pub struct Row {
     pub health: String,
     /// `/readyz` status code, or how the check failed ("-" where not applicable).
     pub ready: String,
+    /// The circuit breakers of the service's dependencies, `name=state`; "-" for none, "?" if
+    /// `/metrics` did not answer. An open breaker does not make the service down: it is the
+    /// service protecting itself from a dependency that is.
+    pub breakers: String,
     /// Whether this row counts as up.
     pub up: bool,
 }
@@ -55,6 +60,7 @@ pub async fn check(state: &MeshState) -> Vec<Row> {
             alive: pg_alive,
             health: "-".into(),
             ready: "-".into(),
+            breakers: "-".into(),
             up: pg_alive,
         },
         Row {
@@ -68,6 +74,7 @@ pub async fn check(state: &MeshState) -> Vec<Row> {
                 "no answer"
             }
             .into(),
+            breakers: "-".into(),
             up: nats_greets,
         },
     ];
@@ -84,10 +91,27 @@ async fn check_service(service: &ServiceState) -> Row {
         Err(_) => "unreachable".to_owned(),
     };
     let ready = probe::http_status(service.admin_addr, "/readyz").await;
+    let breakers = match probe::breakers(service.admin_addr).await {
+        None => "?".to_owned(),
+        Some(breakers) if breakers.is_empty() => "-".to_owned(),
+        Some(breakers) => breakers
+            .iter()
+            .map(|(dependency, state)| {
+                let state = if state == "closed" {
+                    state.clone()
+                } else {
+                    state.to_uppercase()
+                };
+                format!("{dependency}={state}")
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     Row {
         name: service.name.clone(),
         pid: service.pid,
         alive,
+        breakers,
         up: alive && health == "SERVING" && ready == Some(200),
         health,
         ready: ready.map_or_else(|| "unreachable".to_owned(), |code| code.to_string()),
@@ -107,6 +131,7 @@ pub fn render(rows: &[Row]) -> String {
                 r.health.clone(),
                 r.ready.clone(),
                 if r.up { "up" } else { "DOWN" }.to_owned(),
+                r.breakers.clone(),
             ]
         })
         .collect();
@@ -118,6 +143,7 @@ pub fn render(rows: &[Row]) -> String {
             "grpc health",
             "readyz",
             "state",
+            "breakers",
         ],
         &cells,
     )
@@ -135,10 +161,12 @@ mod tests {
             alive: false,
             health: "unreachable".into(),
             ready: "unreachable".into(),
+            breakers: "payments=OPEN".into(),
             up: false,
         }];
         let text = render(&rows);
         assert!(text.lines().nth(2).unwrap().contains("gone"), "{text}");
         assert!(text.contains("DOWN"), "{text}");
+        assert!(text.contains("payments=OPEN"), "{text}");
     }
 }

@@ -75,7 +75,17 @@ fn up_status_demo_down() {
     assert_eq!(state.services.len(), 3);
     assert!(state.supervisor_pid.is_none());
 
-    assert!(dir.meshctl(&["status"]).status.success(), "status");
+    let status = dir.meshctl(&["status"]);
+    assert!(status.status.success(), "status");
+    let table = String::from_utf8_lossy(&status.stdout);
+    // Every service's `/metrics` answered (no `?`); none of these three calls another service.
+    for service in ["identity", "catalog", "notifications"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(service))
+            .unwrap_or_else(|| panic!("no {service} row in\n{table}"));
+        assert!(row.trim_end().ends_with(" -"), "breakers column: {row}");
+    }
 
     let demo = dir.meshctl(&["demo"]);
     assert!(demo.status.success(), "demo failed");

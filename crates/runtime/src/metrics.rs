@@ -1,6 +1,10 @@
-//! Prometheus metrics of the gRPC server, served on the admin port at `/metrics`.
+//! Prometheus metrics of the gRPC server, served on the admin port at `/metrics`: calls handled,
+//! their latency, calls in flight, and the circuit breaker state of every dependency the service
+//! calls through [`crate::client::connect`].
 
 use std::sync::{Arc, Mutex, PoisonError};
+
+use shop_resilience::breaker::{BreakerHandle, BreakerState};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -33,7 +37,23 @@ pub struct MethodLabels {
     pub grpc_method: String,
 }
 
+/// Labels of one dependency's circuit breaker in one state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    /// The dependency's name (e.g. `catalog`).
+    pub dependency: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+}
+
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// Every breaker state, with its label value.
+const BREAKER_STATES: [(BreakerState, &str); 3] = [
+    (BreakerState::Closed, "closed"),
+    (BreakerState::Open, "open"),
+    (BreakerState::HalfOpen, "half_open"),
+];
 
 /// The server's metrics and the registry they live in. Cheap to clone.
 #[derive(Clone)]
@@ -42,6 +62,8 @@ pub struct Metrics {
     pub(crate) handled: Family<CallLabels, Counter>,
     pub(crate) latency: HistogramFamily,
     pub(crate) in_flight: Gauge,
+    breakers: Arc<Mutex<Vec<BreakerHandle>>>,
+    breaker_state: Family<BreakerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,11 +100,44 @@ impl Metrics {
             "gRPC calls being handled now",
             in_flight.clone(),
         );
+        let breaker_state = Family::<BreakerLabels, Gauge>::default();
+        registry.register(
+            "client_breaker_state",
+            "Circuit breaker of each dependency: 1 for its current state, 0 for the others",
+            breaker_state.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             handled,
             latency,
             in_flight,
+            breakers: Arc::default(),
+            breaker_state,
+        }
+    }
+
+    /// Reports `breaker` as `shop_client_breaker_state{dependency, state}`, read at every
+    /// scrape (the breaker itself keeps no reference to the metrics). A later breaker with the
+    /// same dependency name replaces the earlier one.
+    pub fn track_breaker(&self, breaker: BreakerHandle) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers.retain(|b| b.name() != breaker.name());
+        breakers.push(breaker);
+    }
+
+    /// Sets the breaker gauges from the tracked breakers' current states.
+    fn refresh_breakers(&self) {
+        let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        for breaker in breakers.iter() {
+            let current = breaker.state();
+            for (state, label) in BREAKER_STATES {
+                self.breaker_state
+                    .get_or_create(&BreakerLabels {
+                        dependency: breaker.name().to_owned(),
+                        state: label.to_owned(),
+                    })
+                    .set(i64::from(state == current));
+            }
         }
     }
 
@@ -94,6 +149,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of every registered metric.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
+        self.refresh_breakers();
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
         encode(&mut out, &registry)?;
