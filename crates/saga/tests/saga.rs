@@ -1,0 +1,405 @@
+//! shop-saga against a real PostgreSQL process: order of steps, compensation in reverse, retries,
+//! resuming after a worker dies mid-step, and several workers sharing runs without running one
+//! twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::FutureExt as _;
+use serde::{Deserialize, Serialize};
+use shop_saga::{
+    RetryPolicy, RunStatus, Saga, StepError, StepFuture, StepInput, Worker, WorkerConfig,
+};
+use shop_testkit::{Postgres, wait_until};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The data the test sagas carry: how many steps have added to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Order {
+    touched: u32,
+}
+
+/// What the steps did, by idempotency key, in order.
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    fn push(&self, key: &str) {
+        self.0.lock().unwrap().push(key.to_owned());
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The journal with every run id cut off (`<id>:reserve` → `reserve`).
+    fn steps(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .map(|k| k.split_once(':').map_or(k.clone(), |(_, s)| s.to_owned()))
+            .collect()
+    }
+
+    fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for key in self.entries() {
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// A step that journals its key and bumps the data.
+fn ok(journal: &Journal) -> impl Fn(StepInput<Order>) -> StepFuture<Order> + Send + Sync + 'static {
+    let journal = journal.clone();
+    move |input: StepInput<Order>| {
+        journal.push(&input.idempotency_key);
+        let mut data = input.data;
+        data.touched += 1;
+        async move { Ok(data) }.boxed()
+    }
+}
+
+/// A step that journals its key and fails for good.
+fn fails(
+    journal: &Journal,
+) -> impl Fn(StepInput<Order>) -> StepFuture<Order> + Send + Sync + 'static {
+    let journal = journal.clone();
+    move |input: StepInput<Order>| {
+        journal.push(&input.idempotency_key);
+        async { Err(StepError::Failed("card declined".into())) }.boxed()
+    }
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+fn config(lease: Duration) -> WorkerConfig {
+    WorkerConfig {
+        lease,
+        poll: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
+}
+
+async fn database() -> Result<(Postgres, PgPool)> {
+    let pg = Postgres::start().await?;
+    let pool = PgPool::connect(&pg.fresh_database().await?).await?;
+    shop_saga::migrate(&pool).await?;
+    shop_saga::migrate(&pool).await?; // idempotent
+    Ok((pg, pool))
+}
+
+async fn start(pool: &PgPool, kind: &str) -> Result<Uuid> {
+    let id = Uuid::new_v4();
+    let mut tx = pool.begin().await?;
+    assert!(shop_saga::start(&mut tx, kind, id, &Order::default()).await?);
+    assert!(
+        !shop_saga::start(&mut tx, kind, id, &Order::default()).await?,
+        "start twice is a no-op"
+    );
+    tx.commit().await?;
+    Ok(id)
+}
+
+async fn status(pool: &PgPool, id: Uuid) -> RunStatus {
+    shop_saga::get(pool, id).await.unwrap().unwrap().status
+}
+
+async fn run_until_final(pool: &PgPool, worker: &Worker<Order>, id: Uuid) -> Result<()> {
+    wait_until(WAIT, || async {
+        worker.run_once().await.unwrap();
+        status(pool, id).await.is_final()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_every_step_in_order_and_threads_the_data() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    let saga = Saga::new("order")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .compensated_step("authorize", ok(&journal), ok(&journal))
+        .step("confirm", ok(&journal));
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.data, serde_json::json!({ "touched": 3 }));
+    assert_eq!(journal.steps(), ["reserve", "authorize", "confirm"]);
+    assert_eq!(journal.entries()[0], format!("{id}:reserve"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_step_compensates_completed_steps_in_reverse() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    let saga = Saga::new("order")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .step("notify", ok(&journal)) // nothing to undo
+        .compensated_step("authorize", ok(&journal), ok(&journal))
+        .compensated_step("capture", fails(&journal), ok(&journal))
+        .step("confirm", ok(&journal));
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Compensated);
+    assert_eq!(
+        run.failure.as_deref(),
+        Some("capture: failed: card declined")
+    );
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "notify",
+            "authorize",
+            "capture",
+            "authorize:compensate",
+            "reserve:compensate"
+        ],
+        "the failed step is not compensated; the others are, last first"
+    );
+    // 3 actions and 2 compensations touched the data.
+    assert_eq!(run.data, serde_json::json!({ "touched": 5 }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_compensated_when_they_persist() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    // `authorize` fails transiently twice, then succeeds (attempts 1, 2 fail; 3 passes).
+    let flaky = {
+        let journal = journal.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&format!("{}#{}", input.idempotency_key, input.attempt));
+            let attempt = input.attempt;
+            let data = input.data;
+            async move {
+                if attempt < 3 {
+                    Err(StepError::Transient("payments unavailable".into()))
+                } else {
+                    Ok(data)
+                }
+            }
+            .boxed()
+        }
+    };
+    let saga = Saga::new("flaky")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .compensated_step("authorize", flaky, ok(&journal))
+        .retry(fast_retries());
+    let id = start(&pool, "flaky").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+    assert_eq!(status(&pool, id).await, RunStatus::Completed);
+    assert_eq!(
+        journal.steps(),
+        ["reserve", "authorize#1", "authorize#2", "authorize#3"]
+    );
+
+    // Always transient: after max_attempts the saga gives up and compensates.
+    let journal = Journal::default();
+    let down = {
+        let journal = journal.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            async { Err(StepError::Transient("payments unavailable".into())) }.boxed()
+        }
+    };
+    let saga = Saga::new("down")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .compensated_step("authorize", down, ok(&journal))
+        .retry(fast_retries());
+    let id = start(&pool, "down").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Compensated);
+    assert_eq!(run.last_error.as_deref(), Some("payments unavailable"));
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "authorize",
+            "authorize",
+            "authorize",
+            "reserve:compensate"
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_compensation_leaves_the_run_stuck() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    let saga = Saga::new("order")
+        .compensated_step("reserve", ok(&journal), fails(&journal))
+        .step("authorize", fails(&journal));
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Stuck);
+    assert_eq!(run.last_error.as_deref(), Some("reserve: card declined"));
+    // Stuck runs are not picked up again.
+    assert_eq!(worker.run_once().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_resumes_from_its_last_recorded_step_after_its_worker_dies() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    let hang_first = Arc::new(Mutex::new(true));
+    // `authorize` never finishes on its first attempt: the worker dies while it is in flight.
+    let authorize = {
+        let journal = journal.clone();
+        let hang_first = hang_first.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            let hang = std::mem::replace(&mut *hang_first.lock().unwrap(), false);
+            let mut data = input.data;
+            data.touched += 1;
+            async move {
+                if hang {
+                    futures::future::pending::<()>().await;
+                }
+                Ok(data)
+            }
+            .boxed()
+        }
+    };
+    let saga = |journal: &Journal, authorize| {
+        Saga::new("order")
+            .compensated_step("reserve", ok(journal), ok(journal))
+            .compensated_step("authorize", authorize, ok(journal))
+            .step("confirm", ok(journal))
+    };
+    let id = start(&pool, "order").await?;
+
+    let lease = Duration::from_secs(1);
+    let first = Worker::new(
+        pool.clone(),
+        saga(&journal, authorize.clone()),
+        config(lease),
+    );
+    let stop = CancellationToken::new();
+    let dying = tokio::spawn({
+        let stop = stop.clone();
+        async move { first.run(stop).await }
+    });
+    wait_until(WAIT, || async { journal.steps().len() == 2 }).await?;
+    dying.abort(); // the worker dies with `authorize` in flight
+    let _ = dying.await;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(
+        (run.status, run.step),
+        (RunStatus::Running, 1),
+        "reserve recorded"
+    );
+
+    // Another worker takes the run over once the lease has run out, and resumes at `authorize`.
+    let second = Worker::new(pool.clone(), saga(&journal, authorize), config(lease));
+    assert_eq!(
+        second.run_once().await?,
+        0,
+        "still leased to the dead worker"
+    );
+    run_until_final(&pool, &second, id).await?;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(
+        journal.steps(),
+        ["reserve", "authorize", "authorize", "confirm"]
+    );
+    assert_eq!(run.data, serde_json::json!({ "touched": 3 }));
+    // The repeated attempt carried the same idempotency key.
+    let counts = journal.counts();
+    assert_eq!(counts[&format!("{id}:authorize")], 2);
+    assert_eq!(counts[&format!("{id}:reserve")], 1);
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn workers_share_runs_without_running_one_twice() -> Result<()> {
+    let (_pg, pool) = database().await?;
+    let journal = Journal::default();
+    // Steps that take a little while, so workers overlap.
+    let slow = |journal: &Journal| {
+        let journal = journal.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            let mut data = input.data;
+            data.touched += 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..5))).await;
+                Ok(data)
+            }
+            .boxed()
+        }
+    };
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(start(&pool, "order").await?);
+    }
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let saga = Saga::new("order")
+            .compensated_step("reserve", slow(&journal), ok(&journal))
+            .compensated_step("authorize", slow(&journal), ok(&journal))
+            .step("confirm", slow(&journal));
+        let worker = Worker::new(
+            pool.clone(),
+            saga,
+            WorkerConfig {
+                batch: 4,
+                ..config(Duration::from_secs(30))
+            },
+        );
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move { worker.run(stop).await }));
+    }
+    wait_until(WAIT, || async {
+        let mut done = 0;
+        for id in &ids {
+            done += usize::from(status(&pool, *id).await == RunStatus::Completed);
+        }
+        done == ids.len()
+    })
+    .await?;
+    stop.cancel();
+    for worker in workers {
+        worker.await??;
+    }
+    let counts = journal.counts();
+    assert_eq!(counts.len(), ids.len() * 3);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "a step ran twice: {counts:?}"
+    );
+    Ok(())
+}
