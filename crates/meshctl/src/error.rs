@@ -85,6 +85,10 @@ pub enum MeshError {
     #[error("the running mesh has no {0} service")]
     MissingService(&'static str),
 
+    /// A load worker task panicked or was cancelled.
+    #[error("load worker failed: {0}")]
+    Worker(String),
+
     /// A PostgreSQL statement failed.
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),

@@ -11,6 +11,8 @@
 //!   when something is down.
 //! - `meshctl demo`: register, log in, create and list products, receive the welcome
 //!   notification, through the generated clients.
+//! - `meshctl load`: read-heavy traffic (list/get products, a few logins) for a while, with
+//!   calls/s, p50 and p99 per RPC; exits non-zero if any call failed.
 //! - `meshctl down`: stops a detached mesh (services, then NATS, then PostgreSQL).
 //!
 //! State lives in `.mesh/` at the workspace root (`--state-dir`): `postgres/` (the data
@@ -35,6 +37,7 @@
 pub mod demo;
 pub mod down;
 mod error;
+pub mod load;
 mod mesh;
 pub mod nats;
 pub mod postgres;
@@ -48,6 +51,7 @@ pub mod up;
 pub mod workspace;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use error::{MeshError, Result};
 
@@ -73,8 +77,21 @@ pub enum Command {
     Status,
     /// Walk through the running mesh: register, log in, products, a notification.
     Demo,
+    /// Put steady read-heavy traffic on the running mesh and report latency per RPC.
+    Load(LoadArgs),
     /// Stop the running mesh: services, then NATS, then PostgreSQL.
     Down,
+}
+
+/// Flags of `meshctl load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Workers calling at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 /// Flags of `meshctl up`.
@@ -129,6 +146,19 @@ pub async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Status => status::status(&state_dir).await,
         Command::Demo => demo::demo(&state_dir).await.map(|()| true),
+        Command::Load(args) => {
+            if !(args.seconds.is_finite() && args.seconds > 0.0) {
+                return Err(MeshError::Usage(format!(
+                    "--seconds must be a positive number, not {}",
+                    args.seconds
+                )));
+            }
+            let options = load::LoadOptions {
+                duration: Duration::from_secs_f64(args.seconds),
+                concurrency: args.concurrency.max(1),
+            };
+            load::load(&state_dir, options).await
+        }
         Command::Down => down::down(&state_dir).await.map(|()| true),
     }
 }

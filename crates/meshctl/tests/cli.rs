@@ -1,5 +1,6 @@
 //! The whole CLI against a real mesh: `up --detach` in a throwaway state directory on free
-//! ports, then `status`, `demo` and `down`, checking that every process is gone at the end.
+//! ports, then `status`, `demo`, `load` and `down`, checking that every process is gone at the
+//! end.
 //!
 //! `up` runs `cargo build -p identity -p catalog -p notifications` itself, exactly as an
 //! operator's `meshctl up` does: cargo does not build the binaries of dependencies, so a
@@ -91,6 +92,18 @@ fn up_status_demo_down() {
     assert!(demo.status.success(), "demo failed");
     let said = String::from_utf8_lossy(&demo.stdout);
     assert!(said.contains("welcome notification arrived"), "{said}");
+
+    let load = dir.meshctl(&["load", "--seconds", "1.5", "--concurrency", "4"]);
+    assert!(load.status.success(), "load had failures");
+    let report = String::from_utf8_lossy(&load.stdout);
+    for rpc in ["CatalogService/ListProducts", "CatalogService/GetProduct"] {
+        assert!(report.contains(rpc), "{report}");
+    }
+    assert!(report.contains("no failures"), "{report}");
+    assert!(
+        !dir.meshctl(&["load", "--seconds", "0"]).status.success(),
+        "a zero duration is refused"
+    );
 
     assert!(dir.meshctl(&["down"]).status.success(), "down");
     let pids = state

@@ -1,0 +1,300 @@
+//! `meshctl load`: steady traffic against the running mesh, with a report per RPC.
+//!
+//! Workers call back to back for the given time, each call drawn from a read-heavy shop mix:
+//! mostly `ListProducts` and `GetProduct` against catalog, and a few `Login`s against identity
+//! (argon2 makes them expensive on purpose, as they are in production). The fixture it needs
+//! (one user, one product) is created first. The report gives calls, calls/s, p50 and p99 per
+//! RPC, and the failures by status code; the command fails if any call did.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shop_proto::catalog::{
+    CreateProductRequest, GetProductRequest, ListProductsRequest,
+    catalog_service_client::CatalogServiceClient,
+};
+use shop_proto::common::Money;
+use shop_proto::identity::{
+    LoginRequest, RegisterRequest, identity_service_client::IdentityServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::error::{MeshError, Result};
+use crate::state::MeshState;
+use crate::{probe, table};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadOptions {
+    /// How long to run.
+    pub duration: Duration,
+    /// Workers calling at once.
+    pub concurrency: usize,
+}
+
+/// The RPCs of the mix, with their weights out of 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rpc {
+    ListProducts,
+    GetProduct,
+    Login,
+}
+
+/// What one worker saw.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: BTreeMap<Rpc, Vec<Duration>>,
+    failures: BTreeMap<(Rpc, String), usize>,
+}
+
+/// The clients and the fixture every worker uses.
+#[derive(Clone)]
+struct Target {
+    catalog: CatalogServiceClient<Channel>,
+    identity: IdentityServiceClient<Channel>,
+    product_id: String,
+    email: String,
+}
+
+// === impl Rpc ===
+
+impl Rpc {
+    /// Draws one call of the mix: 75 % list, 20 % get, 5 % login.
+    fn draw() -> Self {
+        match fastrand::u8(0..100) {
+            0..75 => Self::ListProducts,
+            75..95 => Self::GetProduct,
+            _ => Self::Login,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ListProducts => "CatalogService/ListProducts",
+            Self::GetProduct => "CatalogService/GetProduct",
+            Self::Login => "IdentityService/Login",
+        }
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    async fn call(&mut self, rpc: Rpc) -> std::result::Result<(), tonic::Status> {
+        match rpc {
+            Rpc::ListProducts => self
+                .catalog
+                .list_products(ListProductsRequest {
+                    page_size: 20,
+                    page_token: String::new(),
+                    category: String::new(),
+                })
+                .await
+                .map(drop),
+            Rpc::GetProduct => self
+                .catalog
+                .get_product(GetProductRequest {
+                    product_id: self.product_id.clone(),
+                })
+                .await
+                .map(drop),
+            Rpc::Login => self
+                .identity
+                .login(LoginRequest {
+                    email: self.email.clone(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// Runs the load against the mesh recorded in `state_dir` and prints the report; returns
+/// whether every call succeeded.
+pub async fn load(state_dir: &Path, options: LoadOptions) -> Result<bool> {
+    let state = MeshState::load(state_dir)?
+        .ok_or_else(|| MeshError::NotRunning(state_dir.join("state.json")))?;
+    let channel = |name: &'static str| {
+        state
+            .service(name)
+            .ok_or(MeshError::MissingService(name))
+            .and_then(|s| probe::channel(s.grpc_addr))
+    };
+    let target = fixture(
+        CatalogServiceClient::new(channel("catalog")?),
+        IdentityServiceClient::new(channel("identity")?),
+    )
+    .await?;
+    println!(
+        "load: {} worker(s) for {:?} (75 % ListProducts, 20 % GetProduct, 5 % Login)",
+        options.concurrency, options.duration
+    );
+
+    let started = Instant::now();
+    let workers: Vec<_> = (0..options.concurrency.max(1))
+        .map(|_| {
+            let mut target = target.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while started.elapsed() < options.duration {
+                    let rpc = Rpc::draw();
+                    let begin = Instant::now();
+                    let outcome = target.call(rpc).await;
+                    let elapsed = begin.elapsed();
+                    match outcome {
+                        Ok(()) => tally.latencies.entry(rpc).or_default().push(elapsed),
+                        Err(status) => {
+                            let code = format!("{:?}", status.code());
+                            *tally.failures.entry((rpc, code)).or_default() += 1;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for worker in workers {
+        let tally = worker.await.map_err(|e| MeshError::Worker(e.to_string()))?;
+        for (rpc, latencies) in tally.latencies {
+            total.latencies.entry(rpc).or_default().extend(latencies);
+        }
+        for (key, count) in tally.failures {
+            *total.failures.entry(key).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed();
+    print!("{}", report(&mut total, elapsed));
+    Ok(total.failures.is_empty())
+}
+
+/// Registers the user and creates the product the mix reads.
+async fn fixture(
+    mut catalog: CatalogServiceClient<Channel>,
+    mut identity: IdentityServiceClient<Channel>,
+) -> Result<Target> {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let email = format!("load-{tag}@example.com");
+    identity
+        .register(RegisterRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            display_name: format!("Load {tag}"),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("IdentityService/Register", s))?;
+    let created = catalog
+        .create_product(CreateProductRequest {
+            sku: format!("LOAD-{tag}"),
+            name: format!("Load test kettle {tag}"),
+            description: "Made by meshctl load.".into(),
+            category: "kitchen".into(),
+            price: Some(Money {
+                units: 30,
+                nanos: 0,
+                currency_code: "EUR".into(),
+            }),
+            idempotency_key: format!("meshctl-load-{tag}"),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("CatalogService/CreateProduct", s))?
+        .into_inner();
+    let product_id = created.product.map(|p| p.product_id).unwrap_or_default();
+    Ok(Target {
+        catalog,
+        identity,
+        product_id,
+        email,
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// The report: one row per RPC, then the failures.
+fn report(total: &mut Tally, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+    // Every RPC that was called, including those whose every call failed.
+    let rpcs: std::collections::BTreeSet<Rpc> = total
+        .latencies
+        .keys()
+        .copied()
+        .chain(total.failures.keys().map(|(rpc, _)| *rpc))
+        .collect();
+    let mut rows = Vec::new();
+    for rpc in rpcs {
+        let latencies = total.latencies.entry(rpc).or_default();
+        latencies.sort_unstable();
+        let failed: usize = total
+            .failures
+            .iter()
+            .filter(|((r, _), _)| *r == rpc)
+            .map(|(_, n)| n)
+            .sum();
+        rows.push(vec![
+            rpc.name().to_owned(),
+            latencies.len().to_string(),
+            failed.to_string(),
+            format!("{:.0}", latencies.len() as f64 / seconds),
+            format!("{:.1?}", percentile(latencies, 0.50)),
+            format!("{:.1?}", percentile(latencies, 0.99)),
+        ]);
+    }
+    let mut out = table::render(&["rpc", "ok", "failed", "calls/s", "p50", "p99"], &rows);
+    if total.failures.is_empty() {
+        out.push_str("\nno failures\n");
+    } else {
+        out.push_str("\nFAILURES\n");
+        for ((rpc, code), count) in &total.failures {
+            out.push_str(&format!("  {} {code}: {count}\n", rpc.name()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_is_mostly_reads() {
+        let mut counts = BTreeMap::<Rpc, usize>::new();
+        for _ in 0..10_000 {
+            *counts.entry(Rpc::draw()).or_default() += 1;
+        }
+        assert!(
+            (7000..8000).contains(&counts[&Rpc::ListProducts]),
+            "{counts:?}"
+        );
+        assert!(
+            (1500..2500).contains(&counts[&Rpc::GetProduct]),
+            "{counts:?}"
+        );
+        assert!((200..800).contains(&counts[&Rpc::Login]), "{counts:?}");
+    }
+
+    #[test]
+    fn reports_rows_and_failures() {
+        let mut tally = Tally::default();
+        tally.latencies.insert(
+            Rpc::GetProduct,
+            (1..=100).map(Duration::from_millis).collect(),
+        );
+        let text = report(&mut tally, Duration::from_secs(2));
+        assert!(text.contains("CatalogService/GetProduct"), "{text}");
+        assert!(text.contains("50"), "{text}"); // 100 calls in 2 s
+        assert!(text.contains("no failures"), "{text}");
+        tally.failures.insert((Rpc::Login, "Unavailable".into()), 3);
+        let text = report(&mut tally, Duration::from_secs(2));
+        assert!(
+            text.contains("IdentityService/Login Unavailable: 3"),
+            "{text}"
+        );
+    }
+}
