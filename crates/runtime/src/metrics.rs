@@ -92,7 +92,7 @@ impl Metrics {
         );
         registry.register(
             "grpc_server_handling_seconds",
-            "Time to the response headers of gRPC calls, by method",
+            "Time from the arrival of gRPC calls to their last frame, by method",
             latency.clone(),
         );
         registry.register(
