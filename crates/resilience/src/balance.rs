@@ -57,6 +57,11 @@ pub struct EndpointConfig {
     pub keepalive: Duration,
     /// Outlier ejection.
     pub eject: EjectConfig,
+    /// Requests tonic's channel buffers for its connection task. Readiness of the channel waits
+    /// for room here, outside any call's deadline, so [`connect`](crate::client::connect) raises
+    /// it to at least the bulkhead's `max_concurrent`: the bulkhead then bounds what is in
+    /// flight before the buffer can fill.
+    pub buffer_size: usize,
 }
 
 impl Default for EndpointConfig {
@@ -66,6 +71,7 @@ impl Default for EndpointConfig {
             attempt_timeout: None,
             keepalive: Duration::from_secs(10),
             eject: EjectConfig::default(),
+            buffer_size: 1024,
         }
     }
 }
@@ -269,7 +275,8 @@ fn make_channel(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, Ba
         .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive)
         .keep_alive_timeout(config.keepalive)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .buffer_size(config.buffer_size.max(1));
     if let Some(timeout) = config.attempt_timeout {
         endpoint = endpoint.timeout(timeout);
     }

@@ -134,13 +134,15 @@ impl DependencyConfig {
 /// many addresses they resolve to now.
 pub async fn connect(config: &DependencyConfig) -> Result<ResilientChannel, ClientError> {
     config.validate()?;
+    let mut endpoint = config.endpoint.clone();
+    endpoint.buffer_size = endpoint.buffer_size.max(config.bulkhead.max_concurrent);
     match &config.endpoints {
         Endpoints::Static(addrs) if addrs.len() == 1 => {
-            let channel = balance::direct(addrs[0], &config.endpoint)?;
+            let channel = balance::direct(addrs[0], &endpoint)?;
             Ok(ResilientChannel::new(config, channel))
         }
         endpoints => {
-            let balanced = balance::balanced(endpoints.clone(), config.endpoint.clone())?;
+            let balanced = balance::balanced(endpoints.clone(), endpoint)?;
             Ok(ResilientChannel::new(config, balanced))
         }
     }
