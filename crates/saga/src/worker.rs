@@ -44,6 +44,17 @@ pub struct Worker<D> {
     config: WorkerConfig,
 }
 
+/// What a write does with the run's lease.
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    /// Keep it and extend it (progress was made).
+    Renew,
+    /// Give it up until `now + backoff` (a retry).
+    ReleaseFor(Duration),
+    /// Give it up (a final status).
+    Release,
+}
+
 /// A run this worker holds.
 #[derive(Debug)]
 struct Held<D> {
@@ -277,26 +288,11 @@ where
 
     /// Records progress and renews the lease; `false` if the lease is no longer ours.
     async fn record(&self, run: &Held<D>) -> Result<bool, SagaError> {
-        let updated = sqlx::query(
-            "UPDATE saga_runs SET status = $3, step = $4, attempts = $5, data = $6::jsonb, \
-                 failure = $7, lease_until = now() + make_interval(secs => $8), updated_at = now() \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(run.id)
-        .bind(&self.config.owner)
-        .bind(run.status.as_str())
-        .bind(run.step)
-        .bind(run.attempts)
-        .bind(serde_json::to_string(&run.data)?)
-        .bind(run.failure.as_deref())
-        .bind(self.config.lease.as_secs_f64())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        let written = self.write(run, Lease::Renew, None).await?;
+        if !written {
             tracing::warn!(id = %run.id, "saga lease lost; another worker has the run");
         }
-        Ok(updated == 1)
+        Ok(written)
     }
 
     /// Releases the run until its next attempt is due.
@@ -304,33 +300,39 @@ where
         let attempt = u32::try_from(run.attempts).unwrap_or(u32::MAX);
         let backoff = self.saga.retry.backoff(attempt);
         tracing::debug!(id = %run.id, attempt, ?backoff, error, "saga step will be retried");
-        sqlx::query(
-            "UPDATE saga_runs SET status = $3, step = $4, attempts = $5, data = $6::jsonb, \
-                 failure = $7, last_error = $8, \
-                 next_attempt_at = now() + make_interval(secs => $9), \
-                 lease_owner = NULL, lease_until = NULL, updated_at = now() \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(run.id)
-        .bind(&self.config.owner)
-        .bind(run.status.as_str())
-        .bind(run.step)
-        .bind(run.attempts)
-        .bind(serde_json::to_string(&run.data)?)
-        .bind(run.failure.as_deref())
-        .bind(error)
-        .bind(backoff.as_secs_f64())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(run, Lease::ReleaseFor(backoff), Some(error))
+            .await
+            .map(drop)
     }
 
     /// Records a final status and releases the run.
     async fn finish(&self, run: &Held<D>, error: Option<&str>) -> Result<(), SagaError> {
-        sqlx::query(
+        self.write(run, Lease::Release, error).await?;
+        tracing::info!(id = %run.id, status = run.status.as_str(), "saga finished");
+        Ok(())
+    }
+
+    /// Writes `run` as it stands, with `error` as its last error (if any), and does `lease`;
+    /// `false` if the run is no longer leased to this worker (nothing was written).
+    async fn write(
+        &self,
+        run: &Held<D>,
+        lease: Lease,
+        error: Option<&str>,
+    ) -> Result<bool, SagaError> {
+        let (keep_lease, retry_in) = match lease {
+            Lease::Renew => (true, None),
+            Lease::ReleaseFor(backoff) => (false, Some(backoff.as_secs_f64())),
+            Lease::Release => (false, None),
+        };
+        let updated = sqlx::query(
             "UPDATE saga_runs SET status = $3, step = $4, attempts = $5, data = $6::jsonb, \
                  failure = $7, last_error = COALESCE($8, last_error), \
-                 lease_owner = NULL, lease_until = NULL, updated_at = now() \
+                 next_attempt_at = CASE WHEN $9::float8 IS NULL THEN next_attempt_at \
+                                        ELSE now() + make_interval(secs => $9) END, \
+                 lease_owner = CASE WHEN $10 THEN lease_owner END, \
+                 lease_until = CASE WHEN $10 THEN now() + make_interval(secs => $11) END, \
+                 updated_at = now() \
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(run.id)
@@ -341,10 +343,13 @@ where
         .bind(serde_json::to_string(&run.data)?)
         .bind(run.failure.as_deref())
         .bind(error)
+        .bind(retry_in)
+        .bind(keep_lease)
+        .bind(self.config.lease.as_secs_f64())
         .execute(&self.pool)
-        .await?;
-        tracing::info!(id = %run.id, status = run.status.as_str(), "saga finished");
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     /// Marks an unreadable run stuck.
