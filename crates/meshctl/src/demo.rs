@@ -5,13 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use shop_proto::catalog::{
-    CreateProductRequest, ListProductsRequest, catalog_service_client::CatalogServiceClient,
-};
-use shop_proto::common::Money;
-use shop_proto::identity::{
-    LoginRequest, RegisterRequest, identity_service_client::IdentityServiceClient,
-};
+use shop_proto::catalog::{ListProductsRequest, catalog_service_client::CatalogServiceClient};
+use shop_proto::identity::{LoginRequest, identity_service_client::IdentityServiceClient};
 use shop_proto::notifications::{
     ListNotificationsRequest, Notification, NotificationKind,
     notification_service_client::NotificationServiceClient,
@@ -19,28 +14,20 @@ use shop_proto::notifications::{
 use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
-use crate::probe;
+use crate::fixture;
 use crate::state::MeshState;
 
 /// How long the welcome notification may take to arrive.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
-const PASSWORD: &str = "correct horse battery staple";
 
 /// Runs the walk-through against the mesh recorded in `state_dir`, printing each step.
 pub async fn demo(state_dir: &Path) -> Result<()> {
-    let state = MeshState::load(state_dir)?
-        .ok_or_else(|| MeshError::NotRunning(state_dir.join("state.json")))?;
-    let channel = |name: &'static str| {
-        state
-            .service(name)
-            .ok_or(MeshError::MissingService(name))
-            .and_then(|s| probe::channel(s.grpc_addr))
-    };
-    let mut identity = IdentityServiceClient::new(channel("identity")?);
-    let mut catalog = CatalogServiceClient::new(channel("catalog")?);
-    let mut notifications = NotificationServiceClient::new(channel("notifications")?);
+    let state = MeshState::running(state_dir)?;
+    let mut identity = IdentityServiceClient::new(state.channel("identity")?);
+    let mut catalog = CatalogServiceClient::new(state.channel("catalog")?);
+    let mut notifications = NotificationServiceClient::new(state.channel("notifications")?);
 
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let tag = fixture::tag();
     let user_id = register_and_login(&mut identity, &tag).await?;
     create_and_list_products(&mut catalog, &tag).await?;
     let welcome = wait_for_welcome(&mut notifications, &user_id).await?;
@@ -57,22 +44,13 @@ async fn register_and_login(
     tag: &str,
 ) -> Result<String> {
     let email = format!("demo-{tag}@example.com");
-    let registered = identity
-        .register(RegisterRequest {
-            email: email.clone(),
-            password: PASSWORD.into(),
-            display_name: format!("Demo {tag}"),
-        })
-        .await
-        .map_err(|s| MeshError::rpc("IdentityService/Register", s))?
-        .into_inner();
-    let user_id = registered.user.map(|u| u.user_id).unwrap_or_default();
+    let user_id = fixture::register(identity, &email, format!("Demo {tag}")).await?;
     println!("1. registered {email}: user {user_id}");
 
     let login = identity
         .login(LoginRequest {
             email,
-            password: PASSWORD.into(),
+            password: fixture::PASSWORD.into(),
         })
         .await
         .map_err(|s| MeshError::rpc("IdentityService/Login", s))?
@@ -86,23 +64,14 @@ async fn create_and_list_products(
     catalog: &mut CatalogServiceClient<Channel>,
     tag: &str,
 ) -> Result<()> {
-    let created = catalog
-        .create_product(CreateProductRequest {
-            sku: format!("DEMO-{tag}"),
-            name: format!("Demo mug {tag}"),
-            description: "A mug made by meshctl demo.".into(),
-            category: "kitchen".into(),
-            price: Some(Money {
-                units: 12,
-                nanos: 500_000_000,
-                currency_code: "EUR".into(),
-            }),
-            idempotency_key: format!("meshctl-demo-{tag}"),
-        })
-        .await
-        .map_err(|s| MeshError::rpc("CatalogService/CreateProduct", s))?
-        .into_inner();
-    let product = created.product.unwrap_or_default();
+    let product = fixture::kitchen_product(
+        catalog,
+        format!("DEMO-{tag}"),
+        format!("Demo mug {tag}"),
+        "A mug made by meshctl demo.",
+        (12, 500_000_000),
+    )
+    .await?;
     println!(
         "3. created product {} ({}): {}",
         product.sku, product.product_id, product.name

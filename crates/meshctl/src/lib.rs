@@ -37,6 +37,7 @@
 pub mod demo;
 pub mod down;
 mod error;
+pub mod fixture;
 pub mod load;
 mod mesh;
 pub mod nats;

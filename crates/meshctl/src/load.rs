@@ -11,20 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shop_proto::catalog::{
-    CreateProductRequest, GetProductRequest, ListProductsRequest,
-    catalog_service_client::CatalogServiceClient,
+    GetProductRequest, ListProductsRequest, catalog_service_client::CatalogServiceClient,
 };
-use shop_proto::common::Money;
-use shop_proto::identity::{
-    LoginRequest, RegisterRequest, identity_service_client::IdentityServiceClient,
-};
+use shop_proto::identity::{LoginRequest, identity_service_client::IdentityServiceClient};
 use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
 use crate::state::MeshState;
-use crate::{probe, table};
-
-const PASSWORD: &str = "correct horse battery staple";
+use crate::{fixture, table};
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +77,30 @@ impl Rpc {
 // === impl Target ===
 
 impl Target {
+    /// Registers the user and creates the product the mix reads.
+    async fn create(
+        mut catalog: CatalogServiceClient<Channel>,
+        mut identity: IdentityServiceClient<Channel>,
+    ) -> Result<Self> {
+        let tag = fixture::tag();
+        let email = format!("load-{tag}@example.com");
+        fixture::register(&mut identity, &email, format!("Load {tag}")).await?;
+        let product = fixture::kitchen_product(
+            &mut catalog,
+            format!("LOAD-{tag}"),
+            format!("Load test kettle {tag}"),
+            "Made by meshctl load.",
+            (30, 0),
+        )
+        .await?;
+        Ok(Self {
+            catalog,
+            identity,
+            product_id: product.product_id,
+            email,
+        })
+    }
+
     async fn call(&mut self, rpc: Rpc) -> std::result::Result<(), tonic::Status> {
         match rpc {
             Rpc::ListProducts => self
@@ -105,7 +123,7 @@ impl Target {
                 .identity
                 .login(LoginRequest {
                     email: self.email.clone(),
-                    password: PASSWORD.into(),
+                    password: fixture::PASSWORD.into(),
                 })
                 .await
                 .map(drop),
@@ -116,17 +134,10 @@ impl Target {
 /// Runs the load against the mesh recorded in `state_dir` and prints the report; returns
 /// whether every call succeeded.
 pub async fn load(state_dir: &Path, options: LoadOptions) -> Result<bool> {
-    let state = MeshState::load(state_dir)?
-        .ok_or_else(|| MeshError::NotRunning(state_dir.join("state.json")))?;
-    let channel = |name: &'static str| {
-        state
-            .service(name)
-            .ok_or(MeshError::MissingService(name))
-            .and_then(|s| probe::channel(s.grpc_addr))
-    };
-    let target = fixture(
-        CatalogServiceClient::new(channel("catalog")?),
-        IdentityServiceClient::new(channel("identity")?),
+    let state = MeshState::running(state_dir)?;
+    let target = Target::create(
+        CatalogServiceClient::new(state.channel("catalog")?),
+        IdentityServiceClient::new(state.channel("identity")?),
     )
     .await?;
     println!(
@@ -170,46 +181,6 @@ pub async fn load(state_dir: &Path, options: LoadOptions) -> Result<bool> {
     let elapsed = started.elapsed();
     print!("{}", report(&mut total, elapsed));
     Ok(total.failures.is_empty())
-}
-
-/// Registers the user and creates the product the mix reads.
-async fn fixture(
-    mut catalog: CatalogServiceClient<Channel>,
-    mut identity: IdentityServiceClient<Channel>,
-) -> Result<Target> {
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let email = format!("load-{tag}@example.com");
-    identity
-        .register(RegisterRequest {
-            email: email.clone(),
-            password: PASSWORD.into(),
-            display_name: format!("Load {tag}"),
-        })
-        .await
-        .map_err(|s| MeshError::rpc("IdentityService/Register", s))?;
-    let created = catalog
-        .create_product(CreateProductRequest {
-            sku: format!("LOAD-{tag}"),
-            name: format!("Load test kettle {tag}"),
-            description: "Made by meshctl load.".into(),
-            category: "kitchen".into(),
-            price: Some(Money {
-                units: 30,
-                nanos: 0,
-                currency_code: "EUR".into(),
-            }),
-            idempotency_key: format!("meshctl-load-{tag}"),
-        })
-        .await
-        .map_err(|s| MeshError::rpc("CatalogService/CreateProduct", s))?
-        .into_inner();
-    let product_id = created.product.map(|p| p.product_id).unwrap_or_default();
-    Ok(Target {
-        catalog,
-        identity,
-        product_id,
-        email,
-    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -89,6 +89,17 @@ impl MeshState {
             })
     }
 
+    /// The mesh recorded in `dir`; [`MeshError::NotRunning`] when there is none.
+    pub fn running(dir: &Path) -> Result<Self> {
+        Self::load(dir)?.ok_or_else(|| MeshError::NotRunning(dir.join(STATE_FILE)))
+    }
+
+    /// A lazily connecting channel to the gRPC port of service `name`.
+    pub fn channel(&self, name: &'static str) -> Result<tonic::transport::Channel> {
+        let service = self.service(name).ok_or(MeshError::MissingService(name))?;
+        crate::probe::channel(service.grpc_addr)
+    }
+
     /// Writes `dir/state.json` atomically (a temp file renamed over it).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE_FILE);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{MeshError, Result};
+use crate::error::Result;
 use crate::processes::{is_alive, is_running};
 use crate::state::{MeshState, ServiceState};
 use crate::{nats, probe, table};
@@ -31,8 +31,7 @@ pub struct Row {
 
 /// Prints the status table for the mesh in `state_dir`; returns whether everything is up.
 pub async fn status(state_dir: &Path) -> Result<bool> {
-    let state = MeshState::load(state_dir)?
-        .ok_or_else(|| MeshError::NotRunning(state_dir.join("state.json")))?;
+    let state = MeshState::running(state_dir)?;
     let rows = check(&state).await;
     print!("{}", render(&rows));
     let all_up = rows.iter().all(|r| r.up);
