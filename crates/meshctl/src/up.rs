@@ -10,7 +10,7 @@ use crate::error::{IoContext as _, MeshError, Result};
 use crate::mesh::Mesh;
 use crate::postgres::Postgres;
 use crate::processes::is_root;
-use crate::services::{self, PlannedService, PortOverride, SERVICES};
+use crate::services::{self, Infra, PlannedService, PortOverride, SERVICES};
 use crate::state::MeshState;
 use crate::workspace::Workspace;
 use crate::{down, nats, say, table};
@@ -78,12 +78,17 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     // Outside the interruptible part: an initdb cut short would leave a broken cluster.
     let postgres = prepare_postgres(pg_bin, state_dir, &logs, opts.pg_port).await?;
 
+    let infra = Infra {
+        pg_port: opts.pg_port,
+        nats_port: opts.nats_port,
+        rust_log: opts.rust_log.clone(),
+    };
     let mut mesh = Mesh::new(logs, postgres);
     // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);
     // a Ctrl-C during it is seen by the `select!` right after.
     let started = match mesh.start_postgres().await {
         Ok(()) => tokio::select! {
-            started = mesh.start(&ws, state_dir, &nats_bin, &planned, opts) => started,
+            started = mesh.start(&ws, state_dir, &nats_bin, &planned, &infra, opts.release) => started,
             () = shutdown.recv() => Err(MeshError::Interrupted),
         },
         Err(err) => Err(err),
