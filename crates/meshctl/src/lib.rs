@@ -25,7 +25,8 @@
 //! - [`up`], [`status`], [`demo`], [`down`]: the commands; `mesh.rs` holds the processes of
 //!   one `up` (start in order, watch, stop in reverse order, also after a failure or Ctrl-C).
 //! - [`postgres`], [`nats`]: installing, initialising, starting and stopping the servers.
-//! - [`processes`]: /proc liveness, signals through `kill(1)`, log files (no `unsafe`).
+//! - [`processes`]: /proc liveness, signals and log files (from `shop-localinfra`, no
+//!   `unsafe`), starting the long-running processes.
 //! - [`state`], [`table`], [`probe`], [`workspace`]: the state file, terminal tables, health
 //!   probes and `cargo` (metadata, build).
 

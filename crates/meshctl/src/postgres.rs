@@ -1,9 +1,10 @@
 //! The mesh's PostgreSQL: installed with apt when missing, initialised once in the state
 //! directory, run with `pg_ctl` (as the `postgres` user when meshctl runs as root), one
-//! database per service.
+//! database per service. Finding the binaries and the user is `shop-localinfra`'s.
 
 use std::path::{Path, PathBuf};
 
+use shop_localinfra::{PgBinaries, RunAs};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::process::Command;
 
@@ -21,22 +22,22 @@ pub struct Postgres {
     bin_dir: PathBuf,
     data_dir: PathBuf,
     port: u16,
-    /// PostgreSQL refuses to run as root: then every server command goes through `runuser`.
-    as_postgres_user: bool,
+    /// PostgreSQL refuses to run as root: then every server command runs as `postgres`.
+    run_as: Option<RunAs>,
 }
 
 // === impl Postgres ===
 
 impl Postgres {
     /// The server whose binaries are in `bin_dir`, data in `data_dir`, listening on `port`.
-    #[must_use]
-    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, port: u16) -> Self {
-        Self {
+    /// Fails only when meshctl is root and there is no `postgres` user to run it as.
+    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, port: u16) -> Result<Self> {
+        Ok(Self {
             bin_dir,
             data_dir,
             port,
-            as_postgres_user: is_root(),
-        }
+            run_as: RunAs::unless_root("postgres")?,
+        })
     }
 
     /// The port it listens on.
@@ -97,7 +98,7 @@ impl Postgres {
         ));
         std::fs::create_dir_all(&self.data_dir)
             .context(|| format!("create {}", self.data_dir.display()))?;
-        self.give_to_postgres(&self.data_dir).await?;
+        self.give_to_postgres(&self.data_dir)?;
         let mut cmd = self.command("initdb");
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -109,13 +110,11 @@ impl Postgres {
     }
 
     /// Hands `dir` (not recursively) to the `postgres` user when running as root.
-    pub async fn give_to_postgres(&self, dir: &Path) -> Result<()> {
-        if !self.as_postgres_user {
-            return Ok(());
+    pub fn give_to_postgres(&self, dir: &Path) -> Result<()> {
+        match self.run_as {
+            Some(user) => Ok(user.chown(dir)?),
+            None => Ok(()),
         }
-        let mut cmd = Command::new("chown");
-        cmd.arg("postgres:").arg(dir);
-        run_checked(&mut cmd, "chown postgres:").await.map(drop)
     }
 
     /// Whether a server runs on this data directory (`pg_ctl status`).
@@ -199,45 +198,16 @@ impl Postgres {
 
     /// `program` from the installation, run as `postgres` when meshctl is root.
     fn command(&self, program: &str) -> Command {
-        let bin = self.bin_dir.join(program);
-        if self.as_postgres_user {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(bin);
-            cmd
-        } else {
-            Command::new(bin)
-        }
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        shop_localinfra::process::run_as(&mut cmd, self.run_as);
+        cmd
     }
 }
 
 /// `$PG_BIN_DIR`, else the directory of `initdb` on `PATH`, else the highest
 /// `/usr/lib/postgresql/<major>/bin`.
 fn locate_bin_dir() -> Option<PathBuf> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|p| dir.join(p).is_file())
-    };
-    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-        return Some(PathBuf::from(dir)).filter(|d| complete(d));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("initdb"))
-            .find(|p| p.is_file())
-            .and_then(|p| std::fs::canonicalize(p).ok())
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-    });
-    if let Some(dir) = on_path.filter(|d| complete(d)) {
-        return Some(dir);
-    }
-    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .collect();
-    majors.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-    majors.into_iter().map(|(_, dir)| dir).find(|d| complete(d))
+    PgBinaries::locate().ok().map(|bins| bins.dir)
 }
 
 /// `program args...`, behind `sudo` when not root.

@@ -147,10 +147,10 @@ async fn prepare_postgres(
     logs: &Path,
     port: u16,
 ) -> Result<Postgres> {
-    let pg = Postgres::new(bin_dir, state_dir.join("postgres"), port);
+    let pg = Postgres::new(bin_dir, state_dir.join("postgres"), port)?;
     pg.init_once().await?;
     // pg_ctl writes its log there as `postgres`.
-    pg.give_to_postgres(logs).await?;
+    pg.give_to_postgres(logs)?;
     if pg.is_running().await {
         say("stopping a PostgreSQL an earlier run left behind");
         pg.stop().await?;
