@@ -74,7 +74,7 @@ impl Mesh {
             "starting PostgreSQL on 127.0.0.1:{}",
             self.postgres.port()
         ));
-        let pid = self.postgres.start(&self.logs.join("postgres.log")).await?;
+        let pid = self.postgres.start().await?;
         self.postgres_state = Some(self.postgres.recorded(pid));
         Ok(())
     }
@@ -193,7 +193,7 @@ impl Mesh {
             .postgres_state
             .as_ref()
             .is_some_and(|pg| !processes::is_alive(pg.pid));
-        let pg_log = self.logs.join("postgres.log");
+        let pg_log = self.postgres.log();
         pg_gone.then(|| MeshError::Exited {
             name: "PostgreSQL".into(),
             status: "the postmaster is gone".into(),

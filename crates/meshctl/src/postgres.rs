@@ -40,6 +40,33 @@ impl Postgres {
         })
     }
 
+    /// The mesh's server for `state_dir`: its cluster in `postgres/` and its log in
+    /// `logs/postgres.log` there, or, when meshctl is root and the `postgres` user cannot reach
+    /// the state directory, in the same layout outside it ([`crate::pg_dirs`]).
+    pub async fn for_state_dir(bin_dir: PathBuf, state_dir: &Path, port: u16) -> Result<Self> {
+        let run_as = RunAs::unless_root("postgres")?;
+        let home = crate::pg_dirs::home(state_dir, run_as).await?;
+        Ok(Self {
+            bin_dir,
+            data_dir: home.join("postgres"),
+            port,
+            run_as,
+        })
+    }
+
+    /// The data directory (the cluster).
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's log: `logs/postgres.log` beside the data directory.
+    #[must_use]
+    pub fn log(&self) -> PathBuf {
+        let home = self.data_dir.parent().unwrap_or(Path::new("/"));
+        home.join("logs").join("postgres.log")
+    }
+
     /// The port it listens on.
     #[must_use]
     pub fn port(&self) -> u16 {
@@ -87,8 +114,15 @@ impl Postgres {
         })
     }
 
-    /// Runs `initdb` unless the data directory already holds a cluster. Returns whether it ran.
+    /// Gives the log directory to the server's user, then runs `initdb` unless the data
+    /// directory already holds a cluster. Returns whether it ran.
     pub async fn init_once(&self) -> Result<bool> {
+        let log = self.log();
+        if let Some(logs) = log.parent() {
+            std::fs::create_dir_all(logs).context(|| format!("create {}", logs.display()))?;
+            // pg_ctl writes its log there as `postgres`.
+            self.give_to_postgres(logs)?;
+        }
         if self.data_dir.join("PG_VERSION").exists() {
             return Ok(false);
         }
@@ -103,6 +137,8 @@ impl Postgres {
         cmd.arg("-D")
             .arg(&self.data_dir)
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            // Its progress report would bury the one line that says why it failed.
+            .stdout(std::process::Stdio::null())
             // Out of the terminal's process group: a Ctrl-C must not cut initdb short.
             .process_group(0);
         run_checked(&mut cmd, "initdb").await?;
@@ -110,7 +146,7 @@ impl Postgres {
     }
 
     /// Hands `dir` (not recursively) to the `postgres` user when running as root.
-    pub fn give_to_postgres(&self, dir: &Path) -> Result<()> {
+    fn give_to_postgres(&self, dir: &Path) -> Result<()> {
         match self.run_as {
             Some(user) => Ok(user.chown(dir)?),
             None => Ok(()),
@@ -124,9 +160,10 @@ impl Postgres {
         run_checked(&mut cmd, "pg_ctl status").await.is_ok()
     }
 
-    /// Starts the server, logging to `log`, and waits until it accepts connections. Returns
-    /// the postmaster's pid.
-    pub async fn start(&self, log: &Path) -> Result<u32> {
+    /// Starts the server, logging to [`Postgres::log`], and waits until it accepts
+    /// connections. Returns the postmaster's pid.
+    pub async fn start(&self) -> Result<u32> {
+        let log = self.log();
         let options = format!(
             "-p {} -h 127.0.0.1 -k \"{}\"",
             self.port,
@@ -137,7 +174,7 @@ impl Postgres {
             .arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
-            .arg(log)
+            .arg(&log)
             .args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "-o", &options])
             // Out of the terminal's process group: Ctrl-C is meshctl's to handle.
             .process_group(0);
@@ -145,8 +182,8 @@ impl Postgres {
             return Err(MeshError::NotReady {
                 name: "PostgreSQL".into(),
                 reason: err.chain(),
-                log: log.to_path_buf(),
-                tail: processes::log_tail(log, 20),
+                tail: processes::log_tail(&log, 20),
+                log,
             });
         }
         self.postmaster_pid()
