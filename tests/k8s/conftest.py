@@ -68,15 +68,22 @@ _RENDERED: dict[str, str] = {}
 
 def render(overlay: str) -> str:
     """``kubectl kustomize k8s/overlays/<overlay>``, once per test session."""
-    if overlay not in _RENDERED:
-        path = REPO / "k8s" / "overlays" / overlay
+    return render_kustomization(f"overlays/{overlay}")
+
+
+def render_kustomization(path: str) -> str:
+    """``kubectl kustomize k8s/<path>`` (``base``, ``overlays/dev``, ...), once per session."""
+    if path not in _RENDERED:
         result = subprocess.run(
-            [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
+            [kubectl(), "kustomize", str(REPO / "k8s" / path)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
-            pytest.fail(f"kustomize {overlay} failed:\n{result.stderr}")
-        _RENDERED[overlay] = result.stdout
-    return _RENDERED[overlay]
+            pytest.fail(f"kustomize {path} failed:\n{result.stderr}")
+        _RENDERED[path] = result.stdout
+    return _RENDERED[path]
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

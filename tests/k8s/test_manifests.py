@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -12,6 +15,8 @@ from conftest import (
     REPO,
     all_services,
     deployed_services,
+    docs,
+    render_kustomization,
     workspace_services,
 )
 
@@ -189,6 +194,94 @@ def test_nats_jetstream(rendered, overlay):
         assert sorted(routes) == ["0", "1", "2"]
     else:
         assert nats["spec"]["replicas"] == 1 and "cluster {" not in conf
+
+
+def _strip_comments(conf: str) -> str:
+    """A NATS config without its ``#`` and ``//`` comments (none of ours quote those)."""
+    return "\n".join(re.split(r"#|//", line, maxsplit=1)[0] for line in conf.splitlines())
+
+
+def jetstream_setting(conf: str, key: str) -> str | None:
+    """The value ``key`` has at the top level of the config's ``jetstream { }`` block.
+
+    The last assignment wins, as in nats-server; a key in a nested block or a comment does not
+    count.
+    """
+    text = _strip_comments(conf)
+    start = re.search(r"(?m)^\s*jetstream\s*[:=]?\s*\{", text)
+    if not start:
+        return None
+    depth, top = 1, []
+    for ch in text[start.end() :]:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0:
+            break
+        # Characters of nested blocks are blanked out, keeping line structure.
+        top.append(ch if depth == 1 and ch != "}" else ("\n" if ch == "\n" else " "))
+    body = "".join(top)
+    values = re.findall(rf"(?m)^\s*{re.escape(key)}\s*[:=]?\s*\"?([^\s\",]+)", body)
+    return values[-1] if values else None
+
+
+def test_jetstream_setting_reader():
+    conf = """
+    # sync_interval: always   (a comment)
+    jetstream {
+      store_dir: /data  // sync_interval: always
+      limits { sync_interval: always }
+    }
+    """
+    assert jetstream_setting(conf, "sync_interval") is None
+    assert jetstream_setting("jetstream: {\n sync_interval = \"always\"\n}\n", "sync_interval") == "always"
+    assert jetstream_setting("jetstream {\n sync_interval: always\n sync_interval: 2m\n}", "sync_interval") == "2m"
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/dev", "overlays/prod"])
+def test_nats_fsyncs_before_ack(kustomization):
+    """JetStream acks only what is on disk (README: nats-server this project expects)."""
+    configs = [
+        o["data"]["nats.conf"]
+        for o in docs(render_kustomization(kustomization))
+        if o["kind"] == "ConfigMap" and "nats.conf" in o.get("data", {})
+    ]
+    assert configs, f"{kustomization}: no ConfigMap with a nats.conf"
+    for conf in configs:
+        assert jetstream_setting(conf, "sync_interval") == "always", (
+            f"{kustomization}: nats.conf lacks `sync_interval: always` in its jetstream block"
+        )
+
+
+def nats_server() -> str:
+    """The nats-server of tests/k8s/requirements.txt (scripts/k8s-check puts it first on PATH)."""
+    path = shutil.which("nats-server")
+    if not path:
+        pytest.fail("nats-server not found: run scripts/k8s-check, which installs it")
+    return path
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/dev", "overlays/prod"])
+def test_nats_config_loads_in_the_deployed_version(kustomization, tmp_path):
+    """`nats-server -t` of the image's version accepts each rendered nats.conf."""
+    objects = docs(render_kustomization(kustomization))
+    image = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "nats")
+    tag = container(image)["image"].rpartition(":")[2].split("-")[0]
+    binary = nats_server()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip().endswith(f"v{tag}"), (
+        f"the image runs nats {tag} but tests/k8s/requirements.txt pins {version.stdout.strip()}"
+    )
+    for o in objects:
+        if o["kind"] == "ConfigMap" and "nats.conf" in o.get("data", {}):
+            conf = tmp_path / "nats.conf"
+            conf.write_text(o["data"]["nats.conf"])
+            result = subprocess.run(
+                [binary, "-t", "-c", str(conf)],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "POD_NAME": "nats-0"},
+            )
+            assert result.returncode == 0, f"{kustomization}: {result.stdout}{result.stderr}"
 
 
 def test_postgres_has_a_database_per_service(rendered, overlay):

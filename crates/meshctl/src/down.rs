@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::postgres::Postgres;
-use crate::processes::{self, is_running};
+use crate::processes::{self, Signal, is_running};
 use crate::say;
 use crate::services::SHUTDOWN_GRACE_SECS;
 use crate::state::{MeshState, NatsState, PostgresState, ServiceState};
@@ -106,10 +106,13 @@ pub async fn stop_postgres(pg: &PostgresState) {
         return;
     }
     say("stopping PostgreSQL");
-    let server = Postgres::new(pg.bin_dir.clone(), pg.data_dir.clone(), pg.port);
-    if let Err(err) = server.stop().await {
+    let stopped = match Postgres::new(pg.bin_dir.clone(), pg.data_dir.clone(), pg.port) {
+        Ok(server) => server.stop().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = stopped {
         say(&format!("pg_ctl stop failed ({err}); sending SIGINT"));
-        let _ = processes::signal(pg.pid, "INT").await;
+        let _ = processes::signal(pg.pid, Signal::INT);
         processes::wait_gone(pg.pid, Duration::from_secs(30)).await;
     }
 }

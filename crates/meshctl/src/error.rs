@@ -69,6 +69,17 @@ pub enum MeshError {
         detail: String,
     },
 
+    /// A directory meshctl or the server it runs cannot use; on one line, with the fix.
+    #[error("cannot use {}: {reason}; {fix}", dir.display())]
+    Unreachable {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// What to do about it.
+        fix: String,
+    },
+
     /// `up` found a mesh that is still running.
     #[error("a mesh is already running (state in {}); run `meshctl down` first", .0.display())]
     AlreadyRunning(PathBuf),

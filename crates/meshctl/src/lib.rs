@@ -17,15 +17,20 @@
 //!
 //! State lives in `.mesh/` at the workspace root (`--state-dir`): `postgres/` (the data
 //! directory), `nats/` (config, JetStream store), `logs/<name>.log` and `state.json` (pids,
-//! ports, start time), which `status`, `demo` and `down` read.
+//! ports, start time), which `status`, `demo` and `down` read. As root, PostgreSQL runs as the
+//! `postgres` user; when that user cannot reach the state directory (a clone in root's 0700
+//! home), its `postgres/` and `logs/postgres.log` live under `/var/lib/meshctl/postgres/` and
+//! the state directory links to them.
 //!
 //! # Layout
 //!
 //! - [`services`]: the table of services, their ports and environment. Add a service there.
 //! - [`up`], [`status`], [`demo`], [`down`]: the commands; `mesh.rs` holds the processes of
 //!   one `up` (start in order, watch, stop in reverse order, also after a failure or Ctrl-C).
-//! - [`postgres`], [`nats`]: installing, initialising, starting and stopping the servers.
-//! - [`processes`]: /proc liveness, signals through `kill(1)`, log files (no `unsafe`).
+//! - [`postgres`], [`nats`]: installing, initialising, starting and stopping the servers;
+//!   [`pg_dirs`]: where PostgreSQL's cluster goes when its user cannot reach the state directory.
+//! - [`processes`]: /proc liveness, signals and log files (from `shop-localinfra`, no
+//!   `unsafe`), starting the long-running processes.
 //! - [`state`], [`table`], [`probe`], [`workspace`]: the state file, terminal tables, health
 //!   probes and `cargo` (metadata, build).
 
@@ -41,6 +46,7 @@ pub mod fixture;
 pub mod load;
 mod mesh;
 pub mod nats;
+pub mod pg_dirs;
 pub mod postgres;
 pub mod probe;
 pub mod processes;

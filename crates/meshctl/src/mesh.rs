@@ -11,7 +11,6 @@ use crate::postgres::Postgres;
 use crate::processes;
 use crate::services::{self, Infra, PlannedService};
 use crate::state::{MeshState, NatsState, PostgresState, ServiceState, now_rfc3339};
-use crate::up::UpOptions;
 use crate::workspace::Workspace;
 use crate::{down, nats, say};
 
@@ -44,29 +43,28 @@ impl Mesh {
         }
     }
 
+    /// Starts nats-server, creates the databases, then starts every planned service (the
+    /// `release` binaries or the debug ones) and waits until each is ready.
     pub(crate) async fn start(
         &mut self,
         ws: &Workspace,
         state_dir: &Path,
         nats_bin: &Path,
         planned: &[PlannedService],
-        opts: &UpOptions,
+        infra: &Infra,
+        release: bool,
     ) -> Result<()> {
-        self.start_nats(nats_bin, state_dir, opts.nats_port).await?;
+        self.start_nats(nats_bin, state_dir, infra.nats_port)
+            .await?;
         let databases: Vec<&str> = planned
             .iter()
             .filter(|p| p.spec.database)
             .map(|p| p.spec.name)
             .collect();
         self.postgres.ensure_databases(&databases).await?;
-        let infra = Infra {
-            pg_port: opts.pg_port,
-            nats_port: opts.nats_port,
-            rust_log: opts.rust_log.clone(),
-        };
         for service in planned {
-            let bin = ws.binary(service.spec.name, opts.release);
-            self.start_service(service, &infra, &bin, &ws.root)?;
+            let bin = ws.binary(service.spec.name, release);
+            self.start_service(service, infra, &bin, &ws.root)?;
         }
         self.wait_services_ready().await
     }
@@ -76,7 +74,7 @@ impl Mesh {
             "starting PostgreSQL on 127.0.0.1:{}",
             self.postgres.port()
         ));
-        let pid = self.postgres.start(&self.logs.join("postgres.log")).await?;
+        let pid = self.postgres.start().await?;
         self.postgres_state = Some(self.postgres.recorded(pid));
         Ok(())
     }
@@ -195,7 +193,7 @@ impl Mesh {
             .postgres_state
             .as_ref()
             .is_some_and(|pg| !processes::is_alive(pg.pid));
-        let pg_log = self.logs.join("postgres.log");
+        let pg_log = self.postgres.log();
         pg_gone.then(|| MeshError::Exited {
             name: "PostgreSQL".into(),
             status: "the postmaster is gone".into(),

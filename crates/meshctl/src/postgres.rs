@@ -1,9 +1,10 @@
 //! The mesh's PostgreSQL: installed with apt when missing, initialised once in the state
 //! directory, run with `pg_ctl` (as the `postgres` user when meshctl runs as root), one
-//! database per service.
+//! database per service. Finding the binaries and the user is `shop-localinfra`'s.
 
 use std::path::{Path, PathBuf};
 
+use shop_localinfra::{PgBinaries, RunAs};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::process::Command;
 
@@ -21,22 +22,49 @@ pub struct Postgres {
     bin_dir: PathBuf,
     data_dir: PathBuf,
     port: u16,
-    /// PostgreSQL refuses to run as root: then every server command goes through `runuser`.
-    as_postgres_user: bool,
+    /// PostgreSQL refuses to run as root: then every server command runs as `postgres`.
+    run_as: Option<RunAs>,
 }
 
 // === impl Postgres ===
 
 impl Postgres {
     /// The server whose binaries are in `bin_dir`, data in `data_dir`, listening on `port`.
-    #[must_use]
-    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, port: u16) -> Self {
-        Self {
+    /// Fails only when meshctl is root and there is no `postgres` user to run it as.
+    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, port: u16) -> Result<Self> {
+        Ok(Self {
             bin_dir,
             data_dir,
             port,
-            as_postgres_user: is_root(),
-        }
+            run_as: RunAs::unless_root("postgres")?,
+        })
+    }
+
+    /// The mesh's server for `state_dir`: its cluster in `postgres/` and its log in
+    /// `logs/postgres.log` there, or, when meshctl is root and the `postgres` user cannot reach
+    /// the state directory, in the same layout outside it ([`crate::pg_dirs`]).
+    pub async fn for_state_dir(bin_dir: PathBuf, state_dir: &Path, port: u16) -> Result<Self> {
+        let run_as = RunAs::unless_root("postgres")?;
+        let home = crate::pg_dirs::home(state_dir, run_as).await?;
+        Ok(Self {
+            bin_dir,
+            data_dir: home.join("postgres"),
+            port,
+            run_as,
+        })
+    }
+
+    /// The data directory (the cluster).
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's log: `logs/postgres.log` beside the data directory.
+    #[must_use]
+    pub fn log(&self) -> PathBuf {
+        let home = self.data_dir.parent().unwrap_or(Path::new("/"));
+        home.join("logs").join("postgres.log")
     }
 
     /// The port it listens on.
@@ -86,8 +114,15 @@ impl Postgres {
         })
     }
 
-    /// Runs `initdb` unless the data directory already holds a cluster. Returns whether it ran.
+    /// Gives the log directory to the server's user, then runs `initdb` unless the data
+    /// directory already holds a cluster. Returns whether it ran.
     pub async fn init_once(&self) -> Result<bool> {
+        let log = self.log();
+        if let Some(logs) = log.parent() {
+            std::fs::create_dir_all(logs).context(|| format!("create {}", logs.display()))?;
+            // pg_ctl writes its log there as `postgres`.
+            self.give_to_postgres(logs)?;
+        }
         if self.data_dir.join("PG_VERSION").exists() {
             return Ok(false);
         }
@@ -97,11 +132,13 @@ impl Postgres {
         ));
         std::fs::create_dir_all(&self.data_dir)
             .context(|| format!("create {}", self.data_dir.display()))?;
-        self.give_to_postgres(&self.data_dir).await?;
+        self.give_to_postgres(&self.data_dir)?;
         let mut cmd = self.command("initdb");
         cmd.arg("-D")
             .arg(&self.data_dir)
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            // Its progress report would bury the one line that says why it failed.
+            .stdout(std::process::Stdio::null())
             // Out of the terminal's process group: a Ctrl-C must not cut initdb short.
             .process_group(0);
         run_checked(&mut cmd, "initdb").await?;
@@ -109,13 +146,11 @@ impl Postgres {
     }
 
     /// Hands `dir` (not recursively) to the `postgres` user when running as root.
-    pub async fn give_to_postgres(&self, dir: &Path) -> Result<()> {
-        if !self.as_postgres_user {
-            return Ok(());
+    fn give_to_postgres(&self, dir: &Path) -> Result<()> {
+        match self.run_as {
+            Some(user) => Ok(user.chown(dir)?),
+            None => Ok(()),
         }
-        let mut cmd = Command::new("chown");
-        cmd.arg("postgres:").arg(dir);
-        run_checked(&mut cmd, "chown postgres:").await.map(drop)
     }
 
     /// Whether a server runs on this data directory (`pg_ctl status`).
@@ -125,9 +160,10 @@ impl Postgres {
         run_checked(&mut cmd, "pg_ctl status").await.is_ok()
     }
 
-    /// Starts the server, logging to `log`, and waits until it accepts connections. Returns
-    /// the postmaster's pid.
-    pub async fn start(&self, log: &Path) -> Result<u32> {
+    /// Starts the server, logging to [`Postgres::log`], and waits until it accepts
+    /// connections. Returns the postmaster's pid.
+    pub async fn start(&self) -> Result<u32> {
+        let log = self.log();
         let options = format!(
             "-p {} -h 127.0.0.1 -k \"{}\"",
             self.port,
@@ -138,7 +174,7 @@ impl Postgres {
             .arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
-            .arg(log)
+            .arg(&log)
             .args(["-w", "-t", &START_TIMEOUT_SECS.to_string(), "-o", &options])
             // Out of the terminal's process group: Ctrl-C is meshctl's to handle.
             .process_group(0);
@@ -146,8 +182,8 @@ impl Postgres {
             return Err(MeshError::NotReady {
                 name: "PostgreSQL".into(),
                 reason: err.chain(),
-                log: log.to_path_buf(),
-                tail: processes::log_tail(log, 20),
+                tail: processes::log_tail(&log, 20),
+                log,
             });
         }
         self.postmaster_pid()
@@ -199,45 +235,16 @@ impl Postgres {
 
     /// `program` from the installation, run as `postgres` when meshctl is root.
     fn command(&self, program: &str) -> Command {
-        let bin = self.bin_dir.join(program);
-        if self.as_postgres_user {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(bin);
-            cmd
-        } else {
-            Command::new(bin)
-        }
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        shop_localinfra::process::run_as(&mut cmd, self.run_as);
+        cmd
     }
 }
 
 /// `$PG_BIN_DIR`, else the directory of `initdb` on `PATH`, else the highest
 /// `/usr/lib/postgresql/<major>/bin`.
 fn locate_bin_dir() -> Option<PathBuf> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|p| dir.join(p).is_file())
-    };
-    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-        return Some(PathBuf::from(dir)).filter(|d| complete(d));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("initdb"))
-            .find(|p| p.is_file())
-            .and_then(|p| std::fs::canonicalize(p).ok())
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-    });
-    if let Some(dir) = on_path.filter(|d| complete(d)) {
-        return Some(dir);
-    }
-    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .collect();
-    majors.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-    majors.into_iter().map(|(_, dir)| dir).find(|d| complete(d))
+    PgBinaries::locate().ok().map(|bins| bins.dir)
 }
 
 /// `program args...`, behind `sudo` when not root.

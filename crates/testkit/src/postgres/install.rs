@@ -1,4 +1,5 @@
-//! Finding the PostgreSQL binaries and keeping an initdb'ed template data directory.
+//! Finding the PostgreSQL binaries (through `shop-localinfra`) and keeping an initdb'ed
+//! template data directory.
 //!
 //! `initdb` takes around a second; copying its result takes a few milliseconds. The template is
 //! made once per machine (per PostgreSQL version and user), under an exclusive file lock so that
@@ -8,83 +9,44 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result, TestkitError};
-use crate::process::{RunAs, is_executable, which};
+use shop_localinfra::postgres::{PgBinaries, PgNotFound};
+
+use crate::process::RunAs;
 
 /// How to get PostgreSQL, for error messages.
 pub(crate) const INSTALL_HINT: &str = "install PostgreSQL with `apt-get install -y postgresql` \
      (./scripts/test installs it when missing), or point PG_BIN_DIR at a directory holding \
      initdb, postgres and pg_ctl";
 
-/// The three programs the test kit needs, from one installation.
-#[derive(Debug, Clone)]
-pub(crate) struct PgBinaries {
-    pub(crate) initdb: PathBuf,
-    pub(crate) postgres: PathBuf,
-    pub(crate) pg_ctl: PathBuf,
+/// `$PG_BIN_DIR`, else `initdb` on `PATH`, else the highest `/usr/lib/postgresql/*/bin`.
+pub(crate) fn locate() -> Result<PgBinaries> {
+    PgBinaries::locate().map_err(|err| TestkitError::NotInstalled {
+        program: "postgres",
+        hint: match err {
+            PgNotFound::BadBinDir(dir) => {
+                format!("PG_BIN_DIR={dir:?} lacks initdb/postgres/pg_ctl; {INSTALL_HINT}")
+            }
+            PgNotFound::Missing => INSTALL_HINT.to_owned(),
+        },
+    })
 }
 
-impl PgBinaries {
-    /// `$PG_BIN_DIR`, else `initdb` on `PATH`, else the highest `/usr/lib/postgresql/*/bin`.
-    pub(crate) fn locate() -> Result<Self> {
-        if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-            return Self::in_dir(Path::new(&dir)).ok_or_else(|| TestkitError::NotInstalled {
-                program: "postgres",
-                hint: format!("PG_BIN_DIR={dir:?} lacks initdb/postgres/pg_ctl; {INSTALL_HINT}"),
-            });
-        }
-        let on_path = which("initdb")
-            .and_then(|initdb| std::fs::canonicalize(initdb).ok())
-            .and_then(|initdb| Self::in_dir(initdb.parent()?));
-        on_path
-            .or_else(|| debian_bin_dirs().iter().find_map(|dir| Self::in_dir(dir)))
-            .ok_or_else(|| TestkitError::NotInstalled {
-                program: "postgres",
-                hint: INSTALL_HINT.to_owned(),
-            })
-    }
-
-    fn in_dir(dir: &Path) -> Option<Self> {
-        let bins = Self {
-            initdb: dir.join("initdb"),
-            postgres: dir.join("postgres"),
-            pg_ctl: dir.join("pg_ctl"),
-        };
-        [&bins.initdb, &bins.postgres, &bins.pg_ctl]
-            .iter()
-            .all(|p| is_executable(p))
-            .then_some(bins)
-    }
-
-    /// The server version, e.g. `15.20`, from `postgres --version`.
-    pub(crate) async fn version(&self) -> Result<String> {
-        let out = crate::process::run_checked(
-            tokio::process::Command::new(&self.postgres).arg("--version"),
-            "postgres --version",
-        )
-        .await?;
-        // "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
-        out.split_whitespace()
-            .nth(2)
-            .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
-            .map(str::to_owned)
-            .ok_or_else(|| TestkitError::Protocol {
-                what: "postgres --version".into(),
-                detail: out.trim().to_owned(),
-            })
-    }
-}
-
-/// `/usr/lib/postgresql/<major>/bin`, highest major first.
-fn debian_bin_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(u32, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .collect();
-    versions.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-    versions.into_iter().map(|(_, dir)| dir).collect()
+/// The server version, e.g. `15.20`, from `postgres --version`.
+pub(crate) async fn version(bins: &PgBinaries) -> Result<String> {
+    let out = crate::process::run_checked(
+        tokio::process::Command::new(&bins.postgres).arg("--version"),
+        "postgres --version",
+    )
+    .await?;
+    // "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+    out.split_whitespace()
+        .nth(2)
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .ok_or_else(|| TestkitError::Protocol {
+            what: "postgres --version".into(),
+            detail: out.trim().to_owned(),
+        })
 }
 
 /// Returns the template data directory for this version and user, creating it if needed.

@@ -11,7 +11,10 @@ use sqlx::{Connection as _, Executor as _, PgConnection};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-use self::install::{INSTALL_HINT, PgBinaries};
+use shop_localinfra::PgBinaries;
+use shop_localinfra::signal::{self, Signal};
+
+use self::install::INSTALL_HINT;
 use crate::error::{IoContext, Result, TestkitError};
 use crate::process::{self, RunAs};
 
@@ -42,9 +45,9 @@ pub struct Postgres {
 impl Postgres {
     /// Starts a server from the cached template (made with `initdb` on first use).
     pub async fn start() -> Result<Self> {
-        let bins = PgBinaries::locate()?;
-        let version = bins.version().await?;
-        let run_as = RunAs::unless_root("postgres", INSTALL_HINT)?;
+        let bins = install::locate()?;
+        let version = install::version(&bins).await?;
+        let run_as = process::run_as_unless_root("postgres", INSTALL_HINT)?;
         let dir = tempfile::Builder::new()
             .prefix("shop-testkit-pg-")
             .tempdir()
@@ -130,10 +133,8 @@ impl Postgres {
             return Ok(());
         };
         if let Some(pid) = child.id() {
-            let mut cmd = Command::new(&self.bins.pg_ctl);
-            cmd.args(["kill", "INT", &pid.to_string()]);
-            process::run_as(&mut cmd, self.run_as);
-            if let Err(err) = process::run_checked(&mut cmd, "pg_ctl kill INT").await {
+            // SIGINT: fast shutdown.
+            if let Err(err) = signal::send(pid, Signal::INT) {
                 tracing::warn!(%err, "could not signal postgres; killing it");
                 let _ = child.start_kill();
             }
@@ -232,15 +233,7 @@ impl Drop for Postgres {
             return;
         };
         let Some(pid) = child.id() else { return };
-        let mut cmd = std::process::Command::new(&self.bins.pg_ctl);
-        cmd.args(["kill", "QUIT", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(user) = self.run_as {
-            user.apply_std(&mut cmd);
-        }
-        if cmd.status().is_ok_and(|s| s.success()) {
+        if signal::send(pid, Signal::QUIT).is_ok() {
             process::block_until_exit(child, Duration::from_secs(5));
         }
         // Anything still running is killed by `kill_on_drop`.
