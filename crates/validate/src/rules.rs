@@ -404,13 +404,13 @@ impl StringRules {
     }
 }
 
-/// The HTML5 `valid e-mail address` grammar, as protovalidate uses.
+/// The HTML5 `valid e-mail address` grammar, as protovalidate uses: no limit on the length of
+/// the local part or of the whole domain (only of each label), unlike RFC 5321.
 fn is_email(value: &str) -> bool {
     let Some((local, domain)) = value.split_once('@') else {
         return false;
     };
     let local_ok = !local.is_empty()
-        && local.len() <= 64
         && local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c));
@@ -421,7 +421,7 @@ fn is_email(value: &str) -> bool {
             && !label.ends_with('-')
             && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
-    local_ok && domain.len() <= 253 && domain.split('.').all(label_ok)
+    local_ok && domain.split('.').all(label_ok)
 }
 
 /// The canonical 8-4-4-4-12 hex form.

@@ -172,6 +172,10 @@ fn email_and_uuid_formats() {
     assert!(!rules_email("a@-b.com"));
     assert!(!rules_email("@b.com"));
     assert!(!rules_email("a b@c.com"));
+    // As protovalidate: HTML5 limits labels, not the local part or the whole domain.
+    assert!(rules_email(&format!("{}@b.com", "a".repeat(65))));
+    assert!(rules_email(&format!("a@{}com", "b.".repeat(130))));
+    assert!(!rules_email(&format!("a@{}.com", "b".repeat(64))));
 }
 
 fn rules_email(value: &str) -> bool {
