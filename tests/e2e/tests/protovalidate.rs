@@ -8,7 +8,9 @@
 //! the same requests rejected, naming the same field paths. Every rejected request is then
 //! sent to the real catalog and identity services (and checked by the validation layer
 //! in-process for the contracts of services not started here): INVALID_ARGUMENT naming a
-//! field, a status under 8 KiB, never INTERNAL, UNKNOWN or a hang.
+//! field, a status under 8 KiB, never INTERNAL, UNKNOWN or a hang; and sent once more from
+//! a standard grpcio client, which must see INVALID_ARGUMENT too (it turns response metadata
+//! over 8 KiB into RESOURCE_EXHAUSTED).
 //!
 //! Deliberate deviations of ours, allowed here and nowhere else:
 //! - a NUL character in any string is rejected (`string.no_nul`), which protovalidate has no
@@ -509,20 +511,38 @@ fn reference_verdicts(pool: &DescriptorPool, cases: &[Case]) -> Vec<Vec<(String,
         let bytes = base64::engine::general_purpose::STANDARD.encode(case.message.encode_to_vec());
         writeln!(input, "{name} {bytes}").unwrap();
     }
-    let mut child = std::process::Command::new(&python)
-        .arg(root.join("tests/e2e/python/protovalidate_oracle.py"))
-        .env("PYTHONPATH", &generated)
-        .env("SHOP_GENERATED", &generated)
+    let lines = run_python(
+        &[],
+        &[("PYTHONPATH", &generated), ("SHOP_GENERATED", &generated)],
+        input,
+    );
+    let _ = std::fs::remove_dir_all(&generated);
+    let verdicts: Vec<Vec<(String, String)>> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), cases.len(), "one verdict per case");
+    verdicts
+}
+
+/// Runs `tests/e2e/python/protovalidate_oracle.py` with `args`, feeding it `input`; its lines.
+fn run_python(args: &[&str], env: &[(&str, &std::path::Path)], input: Vec<u8>) -> Vec<String> {
+    let python = python().unwrap();
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg(workspace_root().join("tests/e2e/python/protovalidate_oracle.py"))
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python runs");
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("python runs");
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&generated);
+    let written = writer.join().unwrap();
     assert!(
         output.status.success(),
         "the protovalidate oracle failed (is `protovalidate` from tests/requirements.txt \
@@ -530,13 +550,12 @@ fn reference_verdicts(pool: &DescriptorPool, cases: &[Case]) -> Vec<Vec<(String,
         python.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let verdicts: Vec<Vec<(String, String)>> = String::from_utf8(output.stdout)
+    written.unwrap();
+    String::from_utf8(output.stdout)
         .unwrap()
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!(verdicts.len(), cases.len(), "one verdict per case");
-    verdicts
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether `path` is `list` or one of its items (or below one).
@@ -793,6 +812,26 @@ async fn validation_agrees_with_protovalidate_and_servers_reject_cleanly() {
         }
     }
     assert!(sent > 100, "only {sent} requests reached the services");
+
+    // And once more from a standard grpcio client, which fails a call whose response metadata
+    // passes 8 KiB with RESOURCE_EXHAUSTED instead of showing its status.
+    let mut input = Vec::new();
+    let mut labels = Vec::new();
+    for (prefix, addr) in servers {
+        for case in rejected.iter().filter(|c| c.path.starts_with(prefix)) {
+            let bytes =
+                base64::engine::general_purpose::STANDARD.encode(case.message.encode_to_vec());
+            writeln!(input, "{addr} {} {bytes}", case.path).unwrap();
+            labels.push(format!("{} {}", case.path, case.label));
+        }
+    }
+    let codes = run_python(&["send"], &[], input);
+    assert_eq!(codes.len(), labels.len(), "one status per request");
+    for (label, code) in labels.iter().zip(&codes) {
+        if code != "INVALID_ARGUMENT" {
+            failures.push(format!("{label}: grpcio saw {code}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} rejected requests were not rejected cleanly:\n{}",
