@@ -6,6 +6,12 @@
 //! and either answers `INVALID_ARGUMENT` with a `BadRequest` detail naming each field at fault
 //! or passes the untouched bytes on to tonic. Client-streaming calls and paths it does not know
 //! (health, reflection) pass through unchanged.
+//!
+//! The work and the answer are bounded whatever a client sends: checking is linear in the
+//! message (which is at most `max_message_bytes`), and the status carries at most
+//! [`shop_validate::MAX_VIOLATIONS`] violations within a fixed byte budget, so its metadata
+//! stays far below the 8 KiB that grpcio and grpc-go accept. Strings holding NUL are refused
+//! here too (see `shop_validate`), as PostgreSQL could not store them.
 
 use std::{
     collections::HashMap,
