@@ -6,6 +6,12 @@
 //! and either answers `INVALID_ARGUMENT` with a `BadRequest` detail naming each field at fault
 //! or passes the untouched bytes on to tonic. Client-streaming calls and paths it does not know
 //! (health, reflection) pass through unchanged.
+//!
+//! The work and the answer are bounded whatever a client sends: checking is linear in the
+//! message (which is at most `max_message_bytes`), and the status carries at most
+//! [`shop_validate::MAX_VIOLATIONS`] violations within a fixed byte budget, so its metadata
+//! stays far below the 8 KiB that grpcio and grpc-go accept. Strings holding NUL are refused
+//! here too (see `shop_validate`), as PostgreSQL could not store them.
 
 use std::{
     collections::HashMap,
@@ -85,21 +91,64 @@ impl RequestValidator {
     }
 }
 
-/// `INVALID_ARGUMENT` with one `BadRequest` field violation per broken rule.
+/// What the `BadRequest` detail may carry, in bytes of field paths and descriptions. With the
+/// `grpc-message` budget below, the whole status (details base64-encoded in
+/// `grpc-status-details-bin`) stays near 5 KiB for any input, well under the 8 KiB of response
+/// metadata that common gRPC clients (grpcio, grpc-go) accept before failing the call.
+const DETAILS_BUDGET: usize = 2048;
+/// What the `grpc-message` text may carry, in bytes before percent-encoding (which can
+/// triple them: tonic encodes spaces too).
+const MESSAGE_BUDGET: usize = 512;
+/// The longest field path or description one violation may show.
+const ITEM_BUDGET: usize = 200;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// `INVALID_ARGUMENT` with one `BadRequest` field violation per broken rule, as many as fit in
+/// a fixed budget; the message says how many were left out.
 fn to_status(violations: &shop_validate::Violations) -> Status {
     use tonic_types::{ErrorDetails, StatusExt as _};
+    let total = violations.violations.len() + violations.omitted;
     let mut details = ErrorDetails::new();
-    for violation in &violations.0 {
-        details.add_bad_request_violation(
-            violation.field.clone(),
-            format!("{} [{}]", violation.message, violation.rule),
+    let (mut detail_bytes, mut shown) = (0, 0);
+    let (mut message, mut listed) = (String::new(), 0);
+    for violation in &violations.violations {
+        let field = clip(&violation.field, ITEM_BUDGET);
+        let description = clip(
+            &format!("{} [{}]", violation.message, violation.rule),
+            ITEM_BUDGET,
         );
+        detail_bytes += field.len() + description.len();
+        if detail_bytes > DETAILS_BUDGET {
+            break;
+        }
+        let line = format!("{field}: {}", clip(&violation.message, ITEM_BUDGET));
+        if message.len() + line.len() + 2 <= MESSAGE_BUDGET {
+            if !message.is_empty() {
+                message.push_str("; ");
+            }
+            message.push_str(&line);
+            listed += 1;
+        }
+        details.add_bad_request_violation(field, description);
+        shown += 1;
     }
-    Status::with_error_details(
-        tonic::Code::InvalidArgument,
-        violations.to_string(),
-        details,
-    )
+    if listed < total {
+        message.push_str(&format!(
+            " ({total} violations, the first {shown} in the details)"
+        ));
+    }
+    Status::with_error_details(tonic::Code::InvalidArgument, message, details)
 }
 
 /// Validates requests with a [`RequestValidator`].
@@ -209,8 +258,81 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::single_frame;
+    use super::{single_frame, to_status};
     use bytes::{BufMut, Bytes, BytesMut};
+    use shop_validate::{MAX_VIOLATIONS, Violation, Violations};
+    use tonic_types::StatusExt as _;
+
+    /// The bytes the status takes on the wire as response metadata.
+    fn metadata_bytes(status: &tonic::Status) -> usize {
+        let http = status.clone().into_http::<tonic::body::Body>();
+        http.headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum()
+    }
+
+    #[test]
+    fn the_status_stays_small_however_bad_the_input() {
+        // The worst a Violations can be: as many as kept, each with a huge path and message.
+        let huge = "x".repeat(100_000);
+        let violations = Violations {
+            violations: (0..MAX_VIOLATIONS)
+                .map(|i| Violation {
+                    field: format!("{huge}[{i}]"),
+                    rule: "string.pattern".into(),
+                    message: huge.clone(),
+                })
+                .collect(),
+            omitted: 1_000_000,
+        };
+        let status = to_status(&violations);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            metadata_bytes(&status) < 6 * 1024,
+            "{}",
+            metadata_bytes(&status)
+        );
+        assert!(
+            status.message().contains("1000020 violations"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn ordinary_violations_are_all_shown() {
+        let violations = Violations {
+            violations: (0..MAX_VIOLATIONS)
+                .map(|i| Violation {
+                    field: format!("product_ids[{i}]"),
+                    rule: "string.uuid".into(),
+                    message: "value must be a valid UUID".into(),
+                })
+                .collect(),
+            omitted: 0,
+        };
+        let status = to_status(&violations);
+        assert!(
+            status
+                .message()
+                .starts_with("product_ids[0]: value must be a valid UUID; ")
+        );
+        assert!(
+            status
+                .message()
+                .ends_with("(20 violations, the first 20 in the details)"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_details_bad_request().unwrap();
+        assert_eq!(details.field_violations.len(), MAX_VIOLATIONS);
+        assert!(
+            metadata_bytes(&status) < 4 * 1024,
+            "{}",
+            metadata_bytes(&status)
+        );
+    }
 
     fn frame(flag: u8, payload: &[u8], declared: u32) -> Bytes {
         let mut buf = BytesMut::new();

@@ -1,12 +1,14 @@
 //! The rules of one message, read from its descriptor's options, and their evaluation.
 
+use std::collections::HashSet;
+
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
     OneofDescriptor, Value,
 };
 
 use crate::{
-    UnsupportedRule, Validator, Violation,
+    Sink, UnsupportedRule, Validator,
     rules::{ScalarRules, is_zero, violation},
 };
 
@@ -160,7 +162,13 @@ fn compile_repeated(
         match (field.name(), value) {
             ("min_items", v) => min_items = as_u64(v),
             ("max_items", v) => max_items = as_u64(v),
-            ("unique", v) => unique = v.as_bool().unwrap_or(false),
+            ("unique", v) => {
+                unique = v.as_bool().unwrap_or(false);
+                // As in protovalidate: uniqueness is defined for scalars and enums only.
+                if unique && matches!(kind, Kind::Message(_)) {
+                    return Err(unsupported(location, "repeated.unique"));
+                }
+            }
             ("items", Value::Message(item_rules)) => {
                 items = Some(Box::new(compile_field_rules(
                     item_rules,
@@ -280,7 +288,7 @@ impl MessagePlan {
         validator: &Validator,
         message: &DynamicMessage,
         prefix: &str,
-        out: &mut Vec<Violation>,
+        out: &mut Sink,
     ) {
         if self.disabled {
             return;
@@ -306,7 +314,7 @@ fn check_field(
     message: &DynamicMessage,
     plan: &FieldPlan,
     path: &str,
-    out: &mut Vec<Violation>,
+    out: &mut Sink,
 ) {
     let field = &plan.field;
     let rules = &plan.rules;
@@ -340,8 +348,9 @@ fn check_value(
     rules: &FieldRules,
     value: &Value,
     path: &str,
-    out: &mut Vec<Violation>,
+    out: &mut Sink,
 ) {
+    out.steps += 1;
     match (&rules.rules, value) {
         (
             Some(ValueRules::Repeated {
@@ -352,7 +361,7 @@ fn check_value(
             }),
             Value::List(list),
         ) => {
-            check_count(
+            let within = check_count(
                 path,
                 "repeated",
                 "items",
@@ -361,7 +370,12 @@ fn check_value(
                 *max_items,
                 out,
             );
-            if *unique && has_duplicates(list) {
+            // Over `max_items` the request is wrong whatever its items hold; checking them
+            // would only let one message buy unbounded work and an unbounded report.
+            if !within {
+                return;
+            }
+            if *unique && has_duplicates(list, out) {
                 out.push(violation(
                     path.to_owned(),
                     "repeated.unique",
@@ -374,13 +388,13 @@ fn check_value(
                     Some(item_rules) => {
                         check_element(validator, kind, item_rules, item, &item_path, out);
                     }
-                    None => recurse(validator, item, &item_path, out),
+                    None => check_plain(validator, item, &item_path, out),
                 }
             }
         }
         (None, Value::List(list)) => {
             for (i, item) in list.iter().enumerate() {
-                recurse(validator, item, &format!("{path}[{i}]"), out);
+                check_plain(validator, item, &format!("{path}[{i}]"), out);
             }
         }
         (
@@ -392,13 +406,18 @@ fn check_value(
             }),
             Value::Map(map),
         ) => {
-            check_count(path, "map", "pairs", map.len(), *min_pairs, *max_pairs, out);
+            if !check_count(path, "map", "pairs", map.len(), *min_pairs, *max_pairs, out) {
+                return;
+            }
             for (key, item) in map {
                 let key_value = Value::from(key.clone());
                 let item_path = format!("{path}[{}]", display_key(&key_value));
-                if let Some(key_rules) = keys {
-                    let key_kind = key_kind_of(kind);
-                    check_element(validator, &key_kind, key_rules, &key_value, &item_path, out);
+                match keys {
+                    Some(key_rules) => {
+                        let key_kind = key_kind_of(kind);
+                        check_element(validator, &key_kind, key_rules, &key_value, &item_path, out);
+                    }
+                    None => check_plain(validator, &key_value, &item_path, out),
                 }
                 match values {
                     Some(value_rules) => check_element(
@@ -409,21 +428,23 @@ fn check_value(
                         &item_path,
                         out,
                     ),
-                    None => recurse(validator, item, &item_path, out),
+                    None => check_plain(validator, item, &item_path, out),
                 }
             }
         }
         (None, Value::Map(map)) => {
             for (key, item) in map {
-                let item_path = format!("{path}[{}]", display_key(&Value::from(key.clone())));
-                recurse(validator, item, &item_path, out);
+                let key_value = Value::from(key.clone());
+                let item_path = format!("{path}[{}]", display_key(&key_value));
+                check_plain(validator, &key_value, &item_path, out);
+                check_plain(validator, item, &item_path, out);
             }
         }
         (Some(ValueRules::Scalar(scalar)), value) => {
             scalar.check(value, kind, path, out);
-            recurse(validator, value, path, out);
+            check_plain(validator, value, path, out);
         }
-        (_, value) => recurse(validator, value, path, out),
+        (_, value) => check_plain(validator, value, path, out),
     }
 }
 
@@ -434,7 +455,7 @@ fn check_element(
     rules: &FieldRules,
     value: &Value,
     path: &str,
-    out: &mut Vec<Violation>,
+    out: &mut Sink,
 ) {
     if rules.ignore == Ignore::Always || (rules.ignore == Ignore::IfZeroValue && is_zero(value)) {
         return;
@@ -442,9 +463,17 @@ fn check_element(
     check_value(validator, kind, rules, value, path, out);
 }
 
-fn recurse(validator: &Validator, value: &Value, path: &str, out: &mut Vec<Violation>) {
-    if let Value::Message(nested) = value {
-        validator.check_message(nested, &format!("{path}."), out);
+/// The checks every value gets, rules or not: no NUL in a string (PostgreSQL `text` cannot
+/// hold one; see the crate docs), and a nested message's own rules.
+fn check_plain(validator: &Validator, value: &Value, path: &str, out: &mut Sink) {
+    match value {
+        Value::String(s) if s.contains('\0') => out.push(violation(
+            path.to_owned(),
+            "string.no_nul",
+            "value must not contain the NUL character".into(),
+        )),
+        Value::Message(nested) => validator.check_message(nested, &format!("{path}."), out),
+        _ => {}
     }
 }
 
@@ -465,6 +494,7 @@ fn display_key(value: &Value) -> String {
     }
 }
 
+/// Checks a collection's size; `false` when it is over its maximum.
 fn check_count(
     path: &str,
     group: &str,
@@ -472,8 +502,8 @@ fn check_count(
     len: usize,
     min: Option<u64>,
     max: Option<u64>,
-    out: &mut Vec<Violation>,
-) {
+    out: &mut Sink,
+) -> bool {
     let len = len as u64;
     if let Some(min) = min
         && len < min
@@ -492,11 +522,47 @@ fn check_count(
             &format!("{group}.max_{noun}"),
             format!("value must contain no more than {max} {noun}"),
         ));
+        return false;
+    }
+    true
+}
+
+/// A hashable stand-in for a scalar list item, equal exactly when the items are.
+#[derive(PartialEq, Eq, Hash)]
+enum ItemKey<'a> {
+    Bool(bool),
+    Int(i128),
+    /// The bits of a float, with `-0.0` folded into `0.0` (they compare equal).
+    Float(u64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+fn item_key(value: &Value) -> Option<ItemKey<'_>> {
+    let float = |f: f64| {
+        // NaN equals nothing, not even itself, so it never makes a duplicate.
+        (!f.is_nan()).then(|| ItemKey::Float(if f == 0.0 { 0 } else { f.to_bits() }))
+    };
+    match value {
+        Value::Bool(b) => Some(ItemKey::Bool(*b)),
+        Value::I32(n) | Value::EnumNumber(n) => Some(ItemKey::Int(i128::from(*n))),
+        Value::I64(n) => Some(ItemKey::Int(i128::from(*n))),
+        Value::U32(n) => Some(ItemKey::Int(i128::from(*n))),
+        Value::U64(n) => Some(ItemKey::Int(i128::from(*n))),
+        Value::F32(f) => float(f64::from(*f)),
+        Value::F64(f) => float(*f),
+        Value::String(s) => Some(ItemKey::Text(s)),
+        Value::Bytes(b) => Some(ItemKey::Bytes(b)),
+        // `unique` on messages is refused when the rules are compiled.
+        Value::List(_) | Value::Map(_) | Value::Message(_) => None,
     }
 }
 
-fn has_duplicates(list: &[Value]) -> bool {
-    list.iter()
-        .enumerate()
-        .any(|(i, a)| list[i + 1..].iter().any(|b| a == b))
+/// One pass with a hash set, not a comparison of every pair.
+pub(crate) fn has_duplicates(list: &[Value], out: &mut Sink) -> bool {
+    let mut seen = HashSet::with_capacity(list.len());
+    list.iter().filter_map(item_key).any(|key| {
+        out.steps += 1;
+        !seen.insert(key)
+    })
 }

@@ -2,7 +2,7 @@
 
 use prost_reflect::{DynamicMessage, Kind, Value};
 
-use crate::{UnsupportedRule, Violation};
+use crate::{Sink, UnsupportedRule, Violation};
 
 pub(crate) fn violation(field: String, rule: &str, message: String) -> Violation {
     Violation {
@@ -176,7 +176,7 @@ impl<T: Copy> NumRules<T> {
 }
 
 impl<T: Copy + PartialOrd + std::fmt::Display> NumRules<T> {
-    fn check(&self, group: &str, value: T, path: &str, out: &mut Vec<Violation>) {
+    fn check(&self, group: &str, value: T, path: &str, out: &mut Sink) {
         let rule = |name: &str| format!("{group}.{name}");
         if let Some(c) = self.constant
             && value != c
@@ -303,7 +303,7 @@ impl StringRules {
         Ok(out)
     }
 
-    fn check(&self, value: &str, path: &str, out: &mut Vec<Violation>) {
+    fn check(&self, value: &str, path: &str, out: &mut Sink) {
         let mut fail =
             |rule: &str, message: String| out.push(violation(path.to_owned(), rule, message));
         let chars = value.chars().count() as u64;
@@ -404,13 +404,13 @@ impl StringRules {
     }
 }
 
-/// The HTML5 `valid e-mail address` grammar, as protovalidate uses.
+/// The HTML5 `valid e-mail address` grammar, as protovalidate uses: no limit on the length of
+/// the local part or of the whole domain (only of each label), unlike RFC 5321.
 fn is_email(value: &str) -> bool {
     let Some((local, domain)) = value.split_once('@') else {
         return false;
     };
     let local_ok = !local.is_empty()
-        && local.len() <= 64
         && local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c));
@@ -421,7 +421,7 @@ fn is_email(value: &str) -> bool {
             && !label.ends_with('-')
             && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
-    local_ok && domain.len() <= 253 && domain.split('.').all(label_ok)
+    local_ok && domain.split('.').all(label_ok)
 }
 
 /// The canonical 8-4-4-4-12 hex form.
@@ -449,7 +449,7 @@ impl BytesRules {
         Ok(out)
     }
 
-    fn check(&self, value: &[u8], path: &str, out: &mut Vec<Violation>) {
+    fn check(&self, value: &[u8], path: &str, out: &mut Sink) {
         let len = value.len() as u64;
         let mut fail =
             |rule: &str, message: String| out.push(violation(path.to_owned(), rule, message));
@@ -499,7 +499,7 @@ impl EnumRules {
         Ok(out)
     }
 
-    fn check(&self, value: i32, kind: &Kind, path: &str, out: &mut Vec<Violation>) {
+    fn check(&self, value: i32, kind: &Kind, path: &str, out: &mut Sink) {
         let mut fail =
             |rule: &str, message: String| out.push(violation(path.to_owned(), rule, message));
         if let Some(c) = self.constant
@@ -562,7 +562,7 @@ impl ScalarRules {
         })
     }
 
-    pub(crate) fn check(&self, value: &Value, kind: &Kind, path: &str, out: &mut Vec<Violation>) {
+    pub(crate) fn check(&self, value: &Value, kind: &Kind, path: &str, out: &mut Sink) {
         match (self, value) {
             (Self::String(rules), Value::String(s)) => rules.check(s, path, out),
             (Self::Bytes(rules), Value::Bytes(b)) => rules.check(b, path, out),

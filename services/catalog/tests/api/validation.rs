@@ -1,7 +1,9 @@
 //! Bad input gets INVALID_ARGUMENT or ALREADY_EXISTS naming the field, never INTERNAL.
 
 use shop_proto::{
-    catalog::{BatchGetProductsRequest, ListProductsRequest, SearchProductsRequest},
+    catalog::{
+        BatchGetProductsRequest, GetProductRequest, ListProductsRequest, SearchProductsRequest,
+    },
     common::Money,
 };
 use tonic::Code;
@@ -136,5 +138,114 @@ async fn batch_get_rejects_bad_ids_and_oversized_batches() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_a_string_is_invalid_argument_on_that_field() {
+    let mut app = spawn_app().await;
+    let err = app
+        .client
+        .list_products(ListProductsRequest {
+            category: "\u{0}x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), vec!["category"]);
+
+    let err = app
+        .client
+        .search_products(SearchProductsRequest {
+            query: "lamp\u{0}".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), vec!["query"]);
+
+    let mut request = create_request("NUL-1", "Thing", "misc", 1);
+    request.description = "two\u{0}lines".into();
+    let err = app.client.create_product(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violated_fields(&err), vec!["description"]);
+
+    // A NUL also fails a uuid, but it must never reach the database whatever the rules say.
+    let err = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: "\u{0}".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(violated_fields(&err).iter().all(|f| f == "product_id"));
+    app.shutdown().await;
+}
+
+/// The bytes `status` takes as response metadata (`grpc-message`, percent-encoded, and
+/// `grpc-status-details-bin`, base64), which grpcio and grpc-go cap at 8 KiB.
+fn status_bytes(status: &tonic::Status) -> usize {
+    status
+        .clone()
+        .into_http::<tonic::body::Body>()
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
+/// `n` ids: every third malformed, every third the same uuid, the rest distinct.
+fn messy_ids(n: usize) -> Vec<String> {
+    let repeated = uuid::Uuid::new_v4().to_string();
+    (0..n)
+        .map(|i| match i % 3 {
+            0 => format!("not-a-uuid-{i}"),
+            1 => repeated.clone(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn huge_messy_batches_get_a_small_invalid_argument() {
+    let mut app = spawn_app().await;
+    for n in [100, 101, 1_000, 100_000] {
+        let call = app.client.batch_get_products(BatchGetProductsRequest {
+            product_ids: messy_ids(n),
+        });
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), call)
+            .await
+            .expect("validation answers")
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{n} ids: {}",
+            err.message()
+        );
+        let fields = violated_fields(&err);
+        assert!(
+            !fields.is_empty() && fields.iter().all(|f| f.starts_with("product_ids")),
+            "{n} ids: {fields:?}"
+        );
+        assert!(
+            status_bytes(&err) < 6 * 1024,
+            "{n} ids: a status of {} bytes",
+            status_bytes(&err)
+        );
+        if n > 100 {
+            // Over max_items the count is the whole story.
+            assert_eq!(fields, vec!["product_ids"], "{n} ids");
+        } else {
+            assert!(
+                err.message().contains("violations, the first"),
+                "{}",
+                err.message()
+            );
+        }
+    }
     app.shutdown().await;
 }

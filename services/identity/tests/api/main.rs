@@ -6,3 +6,4 @@
 mod accounts;
 mod helpers;
 mod tokens;
+mod validation;
