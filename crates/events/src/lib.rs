@@ -12,6 +12,7 @@
 //! - [`provision`] has [`StreamSpec`] (`SHOP_<CTX>`, `SHOP_DLQ`) and [`ConsumerSpec`].
 //! - [`publisher`] has [`EventPublisher`].
 //! - [`handlers`] and [`runner`] have [`Handlers`] per event type and the [`ConsumerRunner`].
+//! - [`failures`] counts failed attempts per message in a key-value bucket (dead-lettering).
 //! - [`inbox`] has [`Inbox`] and its migration.
 //! - [`NatsReadiness`] makes NATS a readiness dependency of a service.
 //!
@@ -19,6 +20,7 @@
 
 pub mod envelope;
 mod error;
+pub mod failures;
 pub mod handlers;
 pub mod inbox;
 pub mod provision;
