@@ -18,6 +18,7 @@
 //!
 //! Event types are any `prost::Message + prost::Name`; the full protobuf name is the type key.
 
+mod dead_letter;
 pub mod envelope;
 mod error;
 pub mod failures;

@@ -20,35 +20,23 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull::Batch, message::PublishMessage};
+use async_nats::jetstream::{self, AckKind, consumer::pull::Batch};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::EventsError;
-use crate::envelope::{EventMeta, HEADER_MSG_ID};
+use crate::dead_letter;
+use crate::envelope::EventMeta;
 use crate::error::HandlerError;
 use crate::failures::{FailureLog, FailureRecord};
 use crate::handlers::Handlers;
-use crate::provision::{ConsumerSpec, DLQ_SUBJECT_PREFIX};
+use crate::provision::ConsumerSpec;
 
-/// Dead-letter header: why the message was given up on.
-pub const HEADER_DLQ_ERROR: &str = "shop-dlq-error";
-/// Dead-letter header: durable consumer that gave up.
-pub const HEADER_DLQ_CONSUMER: &str = "shop-dlq-consumer";
-/// Dead-letter header: original stream.
-pub const HEADER_DLQ_STREAM: &str = "shop-dlq-stream";
-/// Dead-letter header: original subject.
-pub const HEADER_DLQ_SUBJECT: &str = "shop-dlq-subject";
-/// Dead-letter header: original stream sequence.
-pub const HEADER_DLQ_SEQUENCE: &str = "shop-dlq-stream-sequence";
-/// Dead-letter header: deliveries made.
-pub const HEADER_DLQ_DELIVERIES: &str = "shop-dlq-deliveries";
-/// Dead-letter header: failed attempts counted by the runner (see [`crate::failures`]).
-pub const HEADER_DLQ_FAILURES: &str = "shop-dlq-failures";
-/// Dead-letter header: the original `Nats-Msg-Id` (the event id); the dead letter's own
-/// `Nats-Msg-Id` is `<consumer>:<stream>:<sequence>` so that a retried move is stored once.
-pub const HEADER_DLQ_EVENT_ID: &str = "shop-dlq-event-id";
+pub use crate::dead_letter::{
+    HEADER_DLQ_CONSUMER, HEADER_DLQ_DELIVERIES, HEADER_DLQ_ERROR, HEADER_DLQ_EVENT_ID,
+    HEADER_DLQ_FAILURES, HEADER_DLQ_SEQUENCE, HEADER_DLQ_STREAM, HEADER_DLQ_SUBJECT,
+};
 
 /// How long one pull request waits on the server for messages. Short, so that handler slots
 /// freed while it waits are asked for again soon.
@@ -229,27 +217,11 @@ impl ConsumerRunner {
             Ok(meta) => meta,
             Err(e) => return dead_letter(e.to_string(), FailureRecord::default()),
         };
-        let delivered = position.delivered;
-        // A first delivery has no history; a redelivery may: read it (extra round trips only
-        // on the rare path).
-        let tracked = delivered > 1;
-        let mut record = FailureRecord::default();
-        if tracked {
-            match failures.get(&position.key).await {
-                Ok(found) => record = found,
-                Err(e) => {
-                    warn!(error = %e, "failure record unreadable; retrying later");
-                    return Outcome::Retry(self.spec.retry_delay(delivered));
-                }
-            }
-            if record.count_unsettled() {
-                warn!(failures = record.failures, "earlier delivery never settled");
-            }
-            if record.given_up || record.failures >= self.spec.max_deliver {
-                let reason = record.last_error.clone();
-                return dead_letter(reason, record);
-            }
-        }
+        let tracked = position.delivered > 1;
+        let mut record = match self.history(failures, position).await {
+            Ok(record) => record,
+            Err(settled) => return settled,
+        };
         let event_type = meta.event_type.clone();
         let Some(handling) = self.handlers.dispatch(meta, message.payload.clone()) else {
             return match self.unknown {
@@ -265,10 +237,10 @@ impl ConsumerRunner {
         if tracked {
             // Marked before it runs: if the consumer dies in the handler, the next delivery
             // counts this attempt as failed.
-            record.running = Some(delivered);
+            record.running = Some(position.delivered);
             if let Err(e) = failures.put(&position.key, &record).await {
                 warn!(error = %e, "failure record not writable; retrying later");
-                return Outcome::Retry(self.spec.retry_delay(delivered));
+                return Outcome::Retry(self.spec.retry_delay(position.delivered));
             }
             record.running = None;
         }
@@ -276,10 +248,43 @@ impl ConsumerRunner {
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(HandlerError::transient("handler panicked")));
-        let error = match result {
-            Ok(()) => return Outcome::Ack { clear: tracked },
-            Err(e) => e,
-        };
+        match result {
+            Ok(()) => Outcome::Ack { clear: tracked },
+            Err(error) => self.failed(failures, position, record, &error).await,
+        }
+    }
+
+    /// The failure record of a redelivery, or how to settle it without running the handler.
+    async fn history(
+        &self,
+        failures: &FailureLog,
+        position: &Position,
+    ) -> Result<FailureRecord, Outcome> {
+        // A first delivery has no history: no extra round trip on the common path.
+        if position.delivered <= 1 {
+            return Ok(FailureRecord::default());
+        }
+        let mut record = failures.get(&position.key).await.map_err(|e| {
+            warn!(error = %e, "failure record unreadable; retrying later");
+            Outcome::Retry(self.spec.retry_delay(position.delivered))
+        })?;
+        if record.count_unsettled() {
+            warn!(failures = record.failures, "earlier delivery never settled");
+        }
+        if record.given_up || record.failures >= self.spec.max_deliver {
+            return Err(dead_letter(record.last_error.clone(), record));
+        }
+        Ok(record)
+    }
+
+    /// Counts a failed attempt: dead-letter, or record it and retry after the backoff.
+    async fn failed(
+        &self,
+        failures: &FailureLog,
+        position: &Position,
+        mut record: FailureRecord,
+        error: &HandlerError,
+    ) -> Outcome {
         record.last_error = error.to_string();
         if !error.is_transient() {
             return dead_letter(record.last_error.clone(), record);
@@ -308,10 +313,14 @@ impl ConsumerRunner {
             Outcome::Ack { clear } => (AckKind::Ack, clear),
             Outcome::Retry(delay) => (AckKind::Nak(Some(delay)), false),
             Outcome::DeadLetter { reason, mut record } => {
-                match self
-                    .store_dead_letter(message, &reason, record.failures)
-                    .await
-                {
+                let stored = dead_letter::store(
+                    &self.js,
+                    &self.spec.durable,
+                    message,
+                    &reason,
+                    record.failures,
+                );
+                match stored.await {
                     Ok(()) => (AckKind::Term, true),
                     Err(e) => {
                         // Keep the original until its dead letter is stored: JetStream
@@ -339,54 +348,6 @@ impl ConsumerRunner {
             // Harmless: a settled message is not delivered again; the record expires.
             debug!(error = %e, "failure record not removed");
         }
-    }
-
-    async fn store_dead_letter(
-        &self,
-        message: &jetstream::Message,
-        reason: &str,
-        failures: i64,
-    ) -> Result<(), EventsError> {
-        let info = message
-            .info()
-            .map_err(|e| EventsError::Envelope(e.to_string()))?;
-        let subject = format!(
-            "{DLQ_SUBJECT_PREFIX}.{}.{}",
-            self.spec.durable, message.subject
-        );
-        let mut headers = message.headers.clone().unwrap_or_default();
-        if let Some(id) = headers.get(HEADER_MSG_ID).map(|v| v.as_str().to_owned()) {
-            headers.insert(HEADER_DLQ_EVENT_ID, id);
-        }
-        // Dedup key of the dead letter itself: a retried move is stored once.
-        let dlq_id = format!(
-            "{}:{}:{}",
-            self.spec.durable, info.stream, info.stream_sequence
-        );
-        headers.insert(HEADER_MSG_ID, dlq_id.as_str());
-        headers.insert(HEADER_DLQ_ERROR, header_safe(reason).as_str());
-        headers.insert(HEADER_DLQ_CONSUMER, self.spec.durable.as_str());
-        headers.insert(HEADER_DLQ_STREAM, info.stream);
-        headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
-        headers.insert(HEADER_DLQ_SEQUENCE, info.stream_sequence.to_string());
-        headers.insert(HEADER_DLQ_DELIVERIES, info.delivered.to_string());
-        headers.insert(HEADER_DLQ_FAILURES, failures.to_string());
-        let publish = PublishMessage::build()
-            .payload(message.payload.clone())
-            .headers(headers);
-        let publish_error = |e: async_nats::Error| EventsError::Publish {
-            subject: subject.clone(),
-            source: e,
-        };
-        self.js
-            .send_publish(subject.clone(), publish)
-            .await
-            .map_err(|e| publish_error(e.into()))?
-            .await
-            .map_err(|e| publish_error(e.into()))?;
-        warn!(%subject, %reason, "moved to dead-letter stream");
-        debug!(sequence = info.stream_sequence, "dead-lettered");
-        Ok(())
     }
 }
 
@@ -474,24 +435,5 @@ async fn keep_alive<F: Future>(
                 }
             }
         }
-    }
-}
-
-/// Header values are one line of printable text; keep error texts readable and bounded.
-fn header_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(1024)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_safe_flattens_and_bounds() {
-        assert_eq!(header_safe("a\r\nb"), "a  b");
-        assert_eq!(header_safe(&"x".repeat(5000)).len(), 1024);
     }
 }
