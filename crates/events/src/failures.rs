@@ -92,7 +92,8 @@ pub(crate) struct FailureLog {
 }
 
 impl FailureLog {
-    /// Creates or updates the bucket (idempotent, like the rest of provisioning).
+    /// Creates or updates the bucket (idempotent, like the rest of provisioning). One bucket
+    /// serves every consumer, so give their streams the same replica count (services do).
     pub async fn ensure(
         js: &jetstream::Context,
         durable: &str,

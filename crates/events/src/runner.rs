@@ -113,7 +113,8 @@ impl ConsumerRunner {
     /// cannot be provisioned.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EventsError> {
         let consumer = self.spec.ensure(&self.js).await?;
-        let failures = FailureLog::ensure(&self.js, &self.spec.durable, self.spec.replicas).await?;
+        let failures =
+            FailureLog::ensure(&self.js, &self.spec.durable, self.state_replicas().await?).await?;
         let shutdown = shutdown.shared();
         let mut in_flight = FuturesUnordered::new();
         let start = |message| self.process(&failures, message);
@@ -155,6 +156,23 @@ impl ConsumerRunner {
         }
         while in_flight.next().await.is_some() {}
         Ok(())
+    }
+
+    /// Replicas of the consumer's state (its own setting, else as its stream): the failure
+    /// log is kept as safely as the consumer it counts for.
+    async fn state_replicas(&self) -> Result<usize, EventsError> {
+        if self.spec.replicas > 0 {
+            return Ok(self.spec.replicas);
+        }
+        let stream =
+            self.js
+                .get_stream(&self.spec.stream)
+                .await
+                .map_err(|e| EventsError::Provision {
+                    what: self.spec.stream.clone(),
+                    source: e.into(),
+                })?;
+        Ok(stream.cached_info().config.num_replicas)
     }
 
     async fn process(&self, failures: &FailureLog, message: jetstream::Message) {
