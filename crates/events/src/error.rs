@@ -44,7 +44,7 @@ pub enum EventsError {
 #[derive(Debug)]
 pub enum HandlerError {
     /// Worth retrying (database or network hiccup): nak with backoff, dead-letter after
-    /// `max_deliver` attempts.
+    /// `max_deliver` failed attempts.
     Transient(Box<dyn std::error::Error + Send + Sync>),
     /// Retrying cannot help (invalid content, violated invariant): dead-letter at once.
     Permanent(Box<dyn std::error::Error + Send + Sync>),

@@ -12,13 +12,16 @@
 //! - [`provision`] has [`StreamSpec`] (`SHOP_<CTX>`, `SHOP_DLQ`) and [`ConsumerSpec`].
 //! - [`publisher`] has [`EventPublisher`].
 //! - [`handlers`] and [`runner`] have [`Handlers`] per event type and the [`ConsumerRunner`].
+//! - [`failures`] counts failed attempts per message in a key-value bucket (dead-lettering).
 //! - [`inbox`] has [`Inbox`] and its migration.
 //! - [`NatsReadiness`] makes NATS a readiness dependency of a service.
 //!
 //! Event types are any `prost::Message + prost::Name`; the full protobuf name is the type key.
 
+mod dead_letter;
 pub mod envelope;
 mod error;
+pub mod failures;
 pub mod handlers;
 pub mod inbox;
 pub mod provision;

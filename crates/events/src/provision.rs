@@ -1,7 +1,7 @@
 //! Idempotent provisioning of streams and durable pull consumers, run at every start-up.
 //!
 //! Create-or-update calls make start-up converge: the first replica creates, later ones find
-//! the same config, and a changed config (replicas, duplicate window, max_deliver) is applied.
+//! the same config, and a changed config (replicas, duplicate window, ack wait) is applied.
 
 use std::time::Duration;
 
@@ -91,13 +91,16 @@ pub struct ConsumerSpec {
     pub durable: String,
     /// Subjects to receive; empty means every subject of the stream.
     pub filter_subjects: Vec<String>,
-    /// Attempts before the runner dead-letters a message that keeps failing.
+    /// Failed attempts before the runner dead-letters a message (counted by the runner, see
+    /// [`crate::failures`]; deliveries that did not fail do not count). The server's own
+    /// `max_deliver` is unlimited.
     pub max_deliver: i64,
     /// Delay before attempt `n + 1` after a transient failure of attempt `n` (the last entry
     /// repeats). Applied as a nak delay by the runner, not as the server's `backoff`: the
     /// server would replace `ack_wait` with `backoff[0]` and redeliver slow handlers early.
     pub backoff: Vec<Duration>,
-    /// Time a handler has before an unacked delivery (a crashed consumer) is redelivered.
+    /// Time without an ack or a progress ack before a delivery is sent again (its consumer
+    /// died or hung); the runner sends progress acks while a handler runs.
     pub ack_wait: Duration,
     /// Unacked messages in flight for this consumer across all replicas.
     pub max_ack_pending: i64,
@@ -106,7 +109,7 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// A consumer with 5 attempts, backoff 1s, 5s, 30s, ack wait 30s, 1000 in flight.
+    /// A consumer with 5 failed attempts, backoff 1s, 5s, 30s, ack wait 30s, 1000 in flight.
     pub fn new(stream: impl Into<String>, durable: impl Into<String>) -> Self {
         Self {
             stream: stream.into(),
@@ -130,7 +133,7 @@ impl ConsumerSpec {
         self
     }
 
-    /// Sets the attempt limit.
+    /// Sets the limit of failed attempts.
     pub fn with_max_deliver(mut self, max_deliver: i64) -> Self {
         self.max_deliver = max_deliver.max(1);
         self
@@ -164,10 +167,10 @@ impl ConsumerSpec {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            // One attempt of slack: a delivery past `max_deliver` (its predecessor crashed
-            // mid-handler) reaches the runner, which dead-letters it instead of the server
-            // silently giving up on it.
-            max_deliver: self.max_deliver + 1,
+            // Unlimited: were the server to stop redelivering, a message whose dead letter
+            // could not be stored would be neither handled nor dead-lettered, i.e. lost. The
+            // runner gives up by its own count of failures instead.
+            max_deliver: -1,
             filter_subjects: self.filter_subjects.clone(),
             max_ack_pending: self.max_ack_pending,
             num_replicas: self.replicas,
@@ -221,8 +224,8 @@ mod tests {
     }
 
     #[test]
-    fn server_max_deliver_leaves_one_attempt_for_the_runner() {
+    fn server_redelivers_without_limit() {
         let spec = ConsumerSpec::new("S", "svc-purpose").with_max_deliver(3);
-        assert_eq!(spec.config().max_deliver, 4);
+        assert_eq!(spec.config().max_deliver, -1);
     }
 }

@@ -4,36 +4,43 @@
 //! Delivery is at least once. A message is acked only after its handler returned `Ok`, i.e.
 //! after the handler's transaction committed; a crash in between redelivers it, and the inbox
 //! (see [`crate::inbox`]) turns the redelivery into a no-op.
+//!
+//! Three rules keep healthy messages from being redelivered or dead-lettered:
+//!
+//! - Each pull asks for as many messages as there are free handler slots, never more. The
+//!   server starts a message's ack-wait clock when it sends it, so a message must not queue in
+//!   a client buffer behind slow handlers.
+//! - While a handler runs (and while its dead letter is stored) the runner sends a progress ack
+//!   three times per `ack_wait`; the ack wait runs out only for a consumer that died or hung.
+//! - Dead-lettering follows the runner's own failure count ([`crate::failures`]), not
+//!   JetStream's delivery count, and the server's `max_deliver` is unlimited: a message whose
+//!   dead letter cannot be stored yet stays in its stream and comes back until it can.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, message::PublishMessage};
+use async_nats::jetstream::{self, AckKind, consumer::pull::Batch};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::EventsError;
-use crate::envelope::{EventMeta, HEADER_MSG_ID};
+use crate::dead_letter;
+use crate::envelope::EventMeta;
 use crate::error::HandlerError;
+use crate::failures::{FailureLog, FailureRecord};
 use crate::handlers::Handlers;
-use crate::provision::{ConsumerSpec, DLQ_SUBJECT_PREFIX};
+use crate::provision::ConsumerSpec;
 
-/// Dead-letter header: why the message was given up on.
-pub const HEADER_DLQ_ERROR: &str = "shop-dlq-error";
-/// Dead-letter header: durable consumer that gave up.
-pub const HEADER_DLQ_CONSUMER: &str = "shop-dlq-consumer";
-/// Dead-letter header: original stream.
-pub const HEADER_DLQ_STREAM: &str = "shop-dlq-stream";
-/// Dead-letter header: original subject.
-pub const HEADER_DLQ_SUBJECT: &str = "shop-dlq-subject";
-/// Dead-letter header: original stream sequence.
-pub const HEADER_DLQ_SEQUENCE: &str = "shop-dlq-stream-sequence";
-/// Dead-letter header: deliveries made.
-pub const HEADER_DLQ_DELIVERIES: &str = "shop-dlq-deliveries";
-/// Dead-letter header: the original `Nats-Msg-Id` (the event id); the dead letter's own
-/// `Nats-Msg-Id` is `<consumer>:<stream>:<sequence>` so that a retried move is stored once.
-pub const HEADER_DLQ_EVENT_ID: &str = "shop-dlq-event-id";
+pub use crate::dead_letter::{
+    HEADER_DLQ_CONSUMER, HEADER_DLQ_DELIVERIES, HEADER_DLQ_ERROR, HEADER_DLQ_EVENT_ID,
+    HEADER_DLQ_FAILURES, HEADER_DLQ_SEQUENCE, HEADER_DLQ_STREAM, HEADER_DLQ_SUBJECT,
+};
+
+/// How long one pull request waits on the server for messages. Short, so that handler slots
+/// freed while it waits are asked for again soon.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// What the runner does with an event type no handler is registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,10 +62,23 @@ pub struct ConsumerRunner {
     concurrency: usize,
 }
 
+/// How a delivery ends.
 enum Outcome {
-    Ack,
+    /// Handled, or nothing to do. `clear`: a failure record may exist and goes.
+    Ack { clear: bool },
+    /// Try again after the delay; the failure (if any) is already recorded.
     Retry(Duration),
-    DeadLetter(String),
+    /// Give up: store a dead letter, then term. The record is what is known so far.
+    DeadLetter {
+        reason: String,
+        record: FailureRecord,
+    },
+}
+
+/// Where a delivered message sits: its failure record key and JetStream's delivery count.
+struct Position {
+    key: String,
+    delivered: i64,
 }
 
 // === impl ConsumerRunner ===
@@ -81,55 +101,95 @@ impl ConsumerRunner {
         self
     }
 
-    /// Handles up to `n` messages at once (order across messages is then not kept).
+    /// Handles up to `n` messages at once (order across messages is then not kept). Pulls never
+    /// ask for more than the handlers free at that moment.
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
-    /// Ensures the consumer, then consumes until `shutdown` resolves; messages in flight are
-    /// finished and acked before returning. Errors only if the consumer cannot be provisioned.
+    /// Ensures the consumer and its failure log, then consumes until `shutdown` resolves;
+    /// messages in flight are finished and settled before returning. Errors only if they
+    /// cannot be provisioned.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EventsError> {
         let consumer = self.spec.ensure(&self.js).await?;
+        let failures =
+            FailureLog::ensure(&self.js, &self.spec.durable, self.state_replicas().await?).await?;
         let shutdown = shutdown.shared();
+        let mut in_flight = FuturesUnordered::new();
+        let start = |message| self.process(&failures, message);
         let mut pause = Duration::from_millis(100);
         loop {
-            let messages = match consumer.messages().await {
-                Ok(messages) => messages,
+            // Ask only for what free handlers can start at once: a message the server has
+            // sent is on its ack-wait clock, so it must not queue in a client buffer.
+            let free = self.concurrency.saturating_sub(in_flight.len());
+            if free == 0 {
+                in_flight.next().await;
+                continue;
+            }
+            if shutdown.clone().now_or_never().is_some() {
+                break;
+            }
+            let pull = consumer
+                .batch()
+                .max_messages(free)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let ended = match pull {
+                Ok(batch) => feed(batch, &mut in_flight, start, shutdown.clone()).await,
                 Err(e) => {
                     warn!(consumer = %self.spec.durable, error = %e, "pull failed; retrying");
-                    if sleep_or_shutdown(pause, shutdown.clone()).await {
-                        return Ok(());
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
+                    Fed::Failed
                 }
             };
-            pause = Duration::from_millis(100);
-            let this = &self;
-            messages
-                .take_until(shutdown.clone())
-                .for_each_concurrent(self.concurrency, |message| async move {
-                    match message {
-                        Ok(message) => this.process(message).await,
-                        Err(e) => warn!(consumer = %this.spec.durable, error = %e, "pull error"),
+            match ended {
+                Fed::Done => pause = Duration::from_millis(100),
+                Fed::Shutdown => break,
+                Fed::Failed => {
+                    if idle(&mut in_flight, pause, shutdown.clone()).await {
+                        break;
                     }
-                })
-                .await;
-            if shutdown.clone().now_or_never().is_some() {
-                return Ok(());
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
         }
+        while in_flight.next().await.is_some() {}
+        Ok(())
     }
 
-    async fn process(&self, message: jetstream::Message) {
-        let (delivered, sequence) = match message.info() {
-            Ok(info) => (info.delivered, info.stream_sequence),
+    /// Replicas of the consumer's state (its own setting, else as its stream): the failure
+    /// log is kept as safely as the consumer it counts for.
+    async fn state_replicas(&self) -> Result<usize, EventsError> {
+        if self.spec.replicas > 0 {
+            return Ok(self.spec.replicas);
+        }
+        let stream =
+            self.js
+                .get_stream(&self.spec.stream)
+                .await
+                .map_err(|e| EventsError::Provision {
+                    what: self.spec.stream.clone(),
+                    source: e.into(),
+                })?;
+        Ok(stream.cached_info().config.num_replicas)
+    }
+
+    async fn process(&self, failures: &FailureLog, message: jetstream::Message) {
+        let (position, sequence) = match message.info() {
+            Ok(info) => (
+                Position {
+                    key: failures.key(info.stream, info.stream_sequence),
+                    delivered: info.delivered,
+                },
+                info.stream_sequence,
+            ),
             Err(e) => {
                 warn!(error = %e, "message without JetStream metadata; ignored");
                 return;
             }
         };
+        let delivered = position.delivered;
         let meta = EventMeta::from_headers(
             message.subject.as_str(),
             message.headers.as_ref(),
@@ -155,142 +215,243 @@ impl ConsumerRunner {
                 span.record("traceparent", t.as_str());
             }
         }
-        let outcome = self.handle(meta, &message).instrument(span.clone()).await;
-        self.settle(&message, outcome).instrument(span).await;
+        let work = async {
+            let outcome = self.handle(failures, &position, meta, &message).await;
+            self.settle(failures, &position, &message, outcome).await;
+        };
+        keep_alive(&message, progress_interval(self.spec.ack_wait), work)
+            .instrument(span)
+            .await;
     }
 
     async fn handle(
         &self,
+        failures: &FailureLog,
+        position: &Position,
         meta: Result<EventMeta, EventsError>,
         message: &jetstream::Message,
     ) -> Outcome {
         let meta = match meta {
             Ok(meta) => meta,
-            Err(e) => return Outcome::DeadLetter(e.to_string()),
+            Err(e) => return dead_letter(e.to_string(), FailureRecord::default()),
         };
-        if meta.delivered > self.spec.max_deliver {
-            return Outcome::DeadLetter(format!(
-                "no result after {} deliveries (handler crashed or exceeded ack wait)",
-                self.spec.max_deliver
-            ));
-        }
-        let delivered = meta.delivered;
+        let tracked = position.delivered > 1;
+        let mut record = match self.history(failures, position).await {
+            Ok(record) => record,
+            Err(settled) => return settled,
+        };
         let event_type = meta.event_type.clone();
         let Some(handling) = self.handlers.dispatch(meta, message.payload.clone()) else {
             return match self.unknown {
                 UnknownEvents::Ack => {
                     info!(%event_type, "no handler for event type; acked");
-                    Outcome::Ack
+                    Outcome::Ack { clear: tracked }
                 }
                 UnknownEvents::DeadLetter => {
-                    Outcome::DeadLetter(format!("no handler for event type {event_type}"))
+                    dead_letter(format!("no handler for event type {event_type}"), record)
                 }
             };
         };
+        if tracked {
+            // Marked before it runs: if the consumer dies in the handler, the next delivery
+            // counts this attempt as failed.
+            record.running = Some(position.delivered);
+            if let Err(e) = failures.put(&position.key, &record).await {
+                warn!(error = %e, "failure record not writable; retrying later");
+                return Outcome::Retry(self.spec.retry_delay(position.delivered));
+            }
+            record.running = None;
+        }
         let result = AssertUnwindSafe(handling)
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(HandlerError::transient("handler panicked")));
         match result {
-            Ok(()) => Outcome::Ack,
-            Err(e) if e.is_transient() && delivered < self.spec.max_deliver => {
-                let delay = self.spec.retry_delay(delivered);
-                warn!(error = %e, ?delay, "handler failed; will retry");
-                Outcome::Retry(delay)
-            }
-            Err(e) => Outcome::DeadLetter(e.to_string()),
+            Ok(()) => Outcome::Ack { clear: tracked },
+            Err(error) => self.failed(failures, position, record, &error).await,
         }
     }
 
-    async fn settle(&self, message: &jetstream::Message, outcome: Outcome) {
-        let kind = match outcome {
-            Outcome::Ack => AckKind::Ack,
-            Outcome::Retry(delay) => AckKind::Nak(Some(delay)),
-            Outcome::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
-                Ok(()) => AckKind::Term,
-                Err(e) => {
-                    // Keep it in the stream; it comes back and the move is tried again.
-                    warn!(error = %e, "dead-letter publish failed; nak");
-                    AckKind::Nak(Some(self.spec.retry_delay(1)))
+    /// The failure record of a redelivery, or how to settle it without running the handler.
+    async fn history(
+        &self,
+        failures: &FailureLog,
+        position: &Position,
+    ) -> Result<FailureRecord, Outcome> {
+        // A first delivery has no history: no extra round trip on the common path.
+        if position.delivered <= 1 {
+            return Ok(FailureRecord::default());
+        }
+        let mut record = failures.get(&position.key).await.map_err(|e| {
+            warn!(error = %e, "failure record unreadable; retrying later");
+            Outcome::Retry(self.spec.retry_delay(position.delivered))
+        })?;
+        if record.count_unsettled() {
+            warn!(failures = record.failures, "earlier delivery never settled");
+        }
+        if record.given_up || record.failures >= self.spec.max_deliver {
+            return Err(dead_letter(record.last_error.clone(), record));
+        }
+        Ok(record)
+    }
+
+    /// Counts a failed attempt: dead-letter, or record it and retry after the backoff.
+    async fn failed(
+        &self,
+        failures: &FailureLog,
+        position: &Position,
+        mut record: FailureRecord,
+        error: &HandlerError,
+    ) -> Outcome {
+        record.last_error = error.to_string();
+        if !error.is_transient() {
+            return dead_letter(record.last_error.clone(), record);
+        }
+        record.failures += 1;
+        if record.failures >= self.spec.max_deliver {
+            return dead_letter(record.last_error.clone(), record);
+        }
+        // Recorded before the nak, so that the count holds whichever replica gets it next.
+        if let Err(e) = failures.put(&position.key, &record).await {
+            warn!(error = %e, "failure not recorded; it will not count");
+        }
+        let delay = self.spec.retry_delay(record.failures);
+        warn!(error = %error, failures = record.failures, ?delay, "handler failed; will retry");
+        Outcome::Retry(delay)
+    }
+
+    async fn settle(
+        &self,
+        failures: &FailureLog,
+        position: &Position,
+        message: &jetstream::Message,
+        outcome: Outcome,
+    ) {
+        let (kind, clear) = match outcome {
+            Outcome::Ack { clear } => (AckKind::Ack, clear),
+            Outcome::Retry(delay) => (AckKind::Nak(Some(delay)), false),
+            Outcome::DeadLetter { reason, mut record } => {
+                let stored = dead_letter::store(
+                    &self.js,
+                    &self.spec.durable,
+                    message,
+                    &reason,
+                    record.failures,
+                );
+                match stored.await {
+                    Ok(()) => (AckKind::Term, true),
+                    Err(e) => {
+                        // Keep the original until its dead letter is stored: JetStream
+                        // redelivers it without limit, and the record says to only move it.
+                        warn!(error = %e, "dead-letter publish failed; will retry the move");
+                        record.given_up = true;
+                        record.last_error = reason;
+                        if let Err(e) = failures.put(&position.key, &record).await {
+                            warn!(error = %e, "failure record not writable");
+                        }
+                        (
+                            AckKind::Nak(Some(self.spec.retry_delay(position.delivered))),
+                            false,
+                        )
+                    }
                 }
-            },
+            }
         };
         if let Err(e) = message.ack_with(kind).await {
             // Not fatal: the message is redelivered after ack_wait and the inbox dedups it.
             warn!(error = %e, "ack failed");
+            return;
+        }
+        if clear && let Err(e) = failures.clear(&position.key).await {
+            // Harmless: a settled message is not delivered again; the record expires.
+            debug!(error = %e, "failure record not removed");
         }
     }
+}
 
-    async fn dead_letter(
-        &self,
-        message: &jetstream::Message,
-        reason: &str,
-    ) -> Result<(), EventsError> {
-        let info = message
-            .info()
-            .map_err(|e| EventsError::Envelope(e.to_string()))?;
-        let subject = format!(
-            "{DLQ_SUBJECT_PREFIX}.{}.{}",
-            self.spec.durable, message.subject
-        );
-        let mut headers = message.headers.clone().unwrap_or_default();
-        if let Some(id) = headers.get(HEADER_MSG_ID).map(|v| v.as_str().to_owned()) {
-            headers.insert(HEADER_DLQ_EVENT_ID, id);
+fn dead_letter(reason: String, record: FailureRecord) -> Outcome {
+    Outcome::DeadLetter { reason, record }
+}
+
+/// How a pull ended.
+enum Fed {
+    /// Got what it asked for, or expired.
+    Done,
+    /// Failed; pause before the next.
+    Failed,
+    /// Shutdown came first.
+    Shutdown,
+}
+
+/// Starts a handler for each message of one pull, driving those in flight meanwhile.
+async fn feed<F: Future<Output = ()>>(
+    mut batch: Batch,
+    in_flight: &mut FuturesUnordered<F>,
+    start: impl Fn(jetstream::Message) -> F,
+    shutdown: impl Future<Output = ()>,
+) -> Fed {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            // Dropping the pull is safe: what the server still sends to it is redelivered
+            // after the ack wait, and that is not counted as a failure.
+            () = &mut shutdown => return Fed::Shutdown,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            message = batch.next() => match message {
+                Some(Ok(message)) => in_flight.push(start(message)),
+                Some(Err(e)) => {
+                    debug!(error = %e, "pull ended");
+                    return Fed::Failed;
+                }
+                None => return Fed::Done,
+            },
         }
-        // Dedup key of the dead letter itself: a retried move stores it once.
-        let dlq_id = format!(
-            "{}:{}:{}",
-            self.spec.durable, info.stream, info.stream_sequence
-        );
-        headers.insert(HEADER_MSG_ID, dlq_id.as_str());
-        headers.insert(HEADER_DLQ_ERROR, header_safe(reason).as_str());
-        headers.insert(HEADER_DLQ_CONSUMER, self.spec.durable.as_str());
-        headers.insert(HEADER_DLQ_STREAM, info.stream);
-        headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
-        headers.insert(HEADER_DLQ_SEQUENCE, info.stream_sequence.to_string());
-        headers.insert(HEADER_DLQ_DELIVERIES, info.delivered.to_string());
-        let publish = PublishMessage::build()
-            .payload(message.payload.clone())
-            .headers(headers);
-        let publish_error = |e: async_nats::Error| EventsError::Publish {
-            subject: subject.clone(),
-            source: e,
-        };
-        self.js
-            .send_publish(subject.clone(), publish)
-            .await
-            .map_err(|e| publish_error(e.into()))?
-            .await
-            .map_err(|e| publish_error(e.into()))?;
-        warn!(%subject, %reason, "moved to dead-letter stream");
-        debug!(sequence = info.stream_sequence, "dead-lettered");
-        Ok(())
     }
 }
 
-/// Header values are one line of printable text; keep error texts readable and bounded.
-fn header_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(1024)
-        .collect()
-}
-
-/// Sleeps; true when shutdown came first.
-async fn sleep_or_shutdown(pause: Duration, shutdown: impl Future<Output = ()>) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(pause) => false,
-        () = shutdown => true,
+/// Waits `pause` while driving the handlers in flight; true if shutdown came first.
+async fn idle<F: Future<Output = ()>>(
+    in_flight: &mut FuturesUnordered<F>,
+    pause: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    let sleep = tokio::time::sleep(pause);
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return false,
+            () = &mut shutdown => return true,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// How often a running handler tells the server it is still at work: three times per ack
+/// wait, so that one lost progress ack does not let the wait run out.
+fn progress_interval(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).max(Duration::from_millis(10))
+}
 
-    #[test]
-    fn header_safe_flattens_and_bounds() {
-        assert_eq!(header_safe("a\r\nb"), "a  b");
-        assert_eq!(header_safe(&"x".repeat(5000)).len(), 1024);
+/// Runs `work`, sending a progress ack for `message` every `every` until it finishes: the ack
+/// wait then only runs out for a consumer that died or hung, however long a handler takes.
+async fn keep_alive<F: Future>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: F,
+) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticks.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "progress ack failed");
+                }
+            }
+        }
     }
 }
