@@ -15,13 +15,7 @@ use std::{
 use futures::future::{BoxFuture, join_all};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-/// One dependency the service cannot serve without.
-pub trait ReadinessCheck: Send + Sync + 'static {
-    /// Short name used in logs, e.g. `postgres`.
-    fn name(&self) -> &str;
-    /// `Ok` when the dependency answers; `Err` with the reason otherwise.
-    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
-}
+pub use shop_readiness::ReadinessCheck;
 
 /// Shared readiness state of one service process.
 pub struct Readiness {
