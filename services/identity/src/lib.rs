@@ -88,7 +88,9 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(shop_events::NatsReadiness::new(js.client()))
+            // Register writes its event to the outbox, so no RPC needs NATS: an outage is
+            // reported (and the relay catches up after it), not a reason to leave traffic.
+            .reported_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {

@@ -1,5 +1,7 @@
 //! `spawn_app()`: an identity service on port 0 with a fresh database, and its client.
 
+use std::net::SocketAddr;
+
 use identity::{App, Config, TokenConfig};
 use shop_proto::identity::{RegisterRequest, User, identity_service_client::IdentityServiceClient};
 use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
@@ -8,6 +10,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub postgres: Postgres,
     pub nats: Nats,
     pub database_url: String,
@@ -40,6 +44,7 @@ pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> T
         .await
         .expect("identity builds");
     let addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -50,6 +55,8 @@ pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> T
         .await
         .expect("connects");
     TestApp {
+        grpc_addr: addr,
+        admin_addr,
         postgres,
         nats,
         database_url,

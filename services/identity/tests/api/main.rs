@@ -5,4 +5,5 @@
 
 mod accounts;
 mod helpers;
+mod nats_outage;
 mod tokens;
