@@ -69,6 +69,7 @@ pub async fn start_identity(postgres: &Postgres, nats: &Nats) -> anyhow::Result<
         nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),
         tokens: identity::TokenConfig::default(),
+        passwords: identity::PasswordConfig::default(),
     };
     let app = identity::App::build(config).await?;
     let addr = app.grpc_addr();
