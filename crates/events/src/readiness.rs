@@ -1,11 +1,15 @@
 //! NATS as a readiness dependency of a service.
+//!
+//! Implements the leaf `shop-readiness` trait, so this library does not depend on the service
+//! kit; the service decides whether NATS gates its traffic or is only reported.
 
 use async_nats::{Client, connection::State};
 use futures::future::BoxFuture;
-use shop_runtime::readiness::ReadinessCheck;
+use shop_readiness::ReadinessCheck;
 
-/// Ready while the client is connected to a NATS server. async-nats reconnects on its own;
-/// while it does, the service reports NOT_SERVING.
+/// Up while the client is connected to a NATS server; async-nats reconnects on its own. A
+/// service whose RPCs publish through an outbox registers this as reported only, so an outage
+/// does not take it out of traffic.
 #[derive(Debug, Clone)]
 pub struct NatsReadiness {
     client: Client,

@@ -60,7 +60,9 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec::new("identity", 50051, 9101)
         .with_database()
         .with_nats(),
-    ServiceSpec::new("catalog", 50052, 9102).with_database(),
+    ServiceSpec::new("catalog", 50052, 9102)
+        .with_database()
+        .with_nats(),
     ServiceSpec::new("notifications", 50057, 9107)
         .with_database()
         .with_nats(),

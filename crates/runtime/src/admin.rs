@@ -1,5 +1,6 @@
-//! The admin HTTP server: `/livez` (the process answers), `/readyz` (dependencies are up and
-//! the service is not draining) and `/metrics` (Prometheus text format).
+//! The admin HTTP server: `/livez` (the process answers), `/readyz` (200 while the dependencies
+//! that gate traffic are up and the service is not draining; the body lists every check,
+//! gating or not) and `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
@@ -26,11 +27,12 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let code = if state.readiness.is_ready() {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, state.readiness.detail())
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {

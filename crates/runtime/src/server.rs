@@ -41,7 +41,7 @@ use crate::{
     config::ServerConfig,
     metrics::Metrics,
     observe::ObserveLayer,
-    readiness::{Readiness, ReadinessCheck},
+    readiness::{CheckRole, Readiness, ReadinessCheck},
     request_id::RequestIdLayer,
     validation::{RequestValidator, ValidationLayer},
 };
@@ -52,7 +52,7 @@ pub struct GrpcServerBuilder {
     descriptor_set: &'static [u8],
     routes: RoutesBuilder,
     service_names: Vec<String>,
-    checks: Vec<Arc<dyn ReadinessCheck>>,
+    checks: Vec<(Arc<dyn ReadinessCheck>, CheckRole)>,
     metrics: Metrics,
     stopping: CancellationToken,
 }
@@ -100,10 +100,23 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// A dependency the service is not ready without.
+    /// A dependency the RPCs cannot work without: while it fails, health is NOT_SERVING.
     #[must_use]
-    pub fn readiness_check(mut self, check: impl ReadinessCheck) -> Self {
-        self.checks.push(Arc::new(check));
+    pub fn readiness_check(self, check: impl ReadinessCheck) -> Self {
+        self.dependency_check(check, CheckRole::Gates)
+    }
+
+    /// A dependency the service keeps serving without (e.g. NATS behind an outbox): its
+    /// state shows in `/readyz` detail and `shop_dependency_up`, never in health.
+    #[must_use]
+    pub fn reported_check(self, check: impl ReadinessCheck) -> Self {
+        self.dependency_check(check, CheckRole::Reports)
+    }
+
+    /// A dependency with the given role (see [`CheckRole`]).
+    #[must_use]
+    pub fn dependency_check(mut self, check: impl ReadinessCheck, role: CheckRole) -> Self {
+        self.checks.push((Arc::new(check), role));
         self
     }
 
@@ -146,7 +159,12 @@ impl GrpcServerBuilder {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
-        let readiness = Arc::new(Readiness::new(self.checks, reporter, self.service_names));
+        let readiness = Arc::new(Readiness::new(
+            self.checks,
+            reporter,
+            self.service_names,
+            &self.metrics,
+        ));
         // NOT_SERVING until the first round of checks has passed.
         readiness
             .refresh(

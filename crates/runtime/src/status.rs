@@ -27,6 +27,20 @@ pub fn failed_precondition(field: &str, description: &str) -> Status {
     with_field(Code::FailedPrecondition, field, description)
 }
 
+/// `ABORTED` naming the field whose value lost a concurrency race (e.g. an expected version
+/// that moved on): the caller should re-read and retry.
+#[must_use]
+pub fn aborted(field: &str, description: &str) -> Status {
+    with_field(Code::Aborted, field, description)
+}
+
+/// `RESOURCE_EXHAUSTED` with a `RetryInfo` detail saying when trying again makes sense.
+#[must_use]
+pub fn resource_exhausted(message: &str, retry_after: std::time::Duration) -> Status {
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
 /// `NOT_FOUND` with a `ResourceInfo` detail.
 #[must_use]
 pub fn not_found(resource_type: &str, resource_name: &str) -> Status {

@@ -1,6 +1,6 @@
 //! The catalog service's settings.
 
-use shop_runtime::{DatabaseConfig, ServerConfig, TelemetryConfig};
+use shop_runtime::{DatabaseConfig, NatsConfig, ServerConfig, TelemetryConfig};
 
 /// Everything the catalog service reads at start.
 #[derive(Debug, Clone, clap::Parser)]
@@ -12,6 +12,9 @@ pub struct Config {
     /// The catalog's own database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Where events go (through the outbox).
+    #[command(flatten)]
+    pub nats: NatsConfig,
     /// Logging.
     #[command(flatten)]
     pub telemetry: TelemetryConfig,

@@ -15,12 +15,18 @@ pub enum CatalogError {
     /// Another product has that SKU.
     #[error("sku {0:?} already exists")]
     SkuTaken(String),
+    /// The idempotency key was first used with a different request.
+    #[error("idempotency key {0:?} was already used for a different request")]
+    IdempotencyKeyReused(String),
     /// The product changed since the caller read it.
     #[error("product is at version {actual}, not {expected}")]
     VersionMismatch { expected: i64, actual: i64 },
     /// The database failed.
     #[error("database error")]
     Store(#[from] sqlx::Error),
+    /// The event could not be written to the outbox.
+    #[error("outbox")]
+    Outbox(#[from] shop_outbox::OutboxError),
 }
 
 impl CatalogError {
@@ -40,10 +46,14 @@ impl From<CatalogError> for Status {
             }
             CatalogError::NotFound(id) => status::not_found("shop.catalog.v1.Product", id),
             CatalogError::SkuTaken(_) => status::already_exists("sku", &err.to_string()),
+            CatalogError::IdempotencyKeyReused(_) => {
+                status::failed_precondition("idempotency_key", &err.to_string())
+            }
             CatalogError::VersionMismatch { .. } => {
-                status::failed_precondition("expected_version", &err.to_string())
+                status::aborted("expected_version", &err.to_string())
             }
             CatalogError::Store(source) => db::error_status(source, "catalog"),
+            CatalogError::Outbox(_) => status::internal(&err),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The catalog's PostgreSQL store. The only module that speaks SQL.
 
+use shop_events::EventEnvelope;
+use shop_proto::{catalog::ProductPriceChanged, common::Money as PbMoney};
+use shop_runtime::convert::timestamp;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -47,6 +50,14 @@ impl From<ProductRow> for Product {
     }
 }
 
+/// A product row with the fingerprint of the request that created it under a key.
+#[derive(sqlx::FromRow)]
+struct KeyedRow {
+    #[sqlx(flatten)]
+    product: ProductRow,
+    idempotency_request: Option<Vec<u8>>,
+}
+
 /// A page of products and whether more follow.
 #[derive(Debug)]
 pub struct Page {
@@ -72,18 +83,32 @@ impl PgProductStore {
         Self { pool }
     }
 
+    /// Inserts `new`, or with an idempotency key already used returns that key's product
+    /// (same request) or refuses (different request).
     #[tracing::instrument(skip_all, fields(sku = %new.sku))]
     pub async fn create(&self, new: NewProduct) -> Result<Product, CatalogError> {
-        if let Some(key) = &new.idempotency_key
-            && let Some(existing) = self.by_idempotency_key(key).await?
-        {
-            return Ok(existing);
-        }
+        let fingerprint = new.fingerprint();
         let mut tx = self.pool.begin().await?;
+        if let Some(key) = &new.idempotency_key {
+            // Calls with one key take turns: a concurrent retry waits for the first call to
+            // commit and then finds its product, instead of colliding with it on `sku`.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("catalog.create_product:{key}"))
+                .execute(&mut *tx)
+                .await?;
+            if let Some(existing) = by_idempotency_key(&mut tx, key).await? {
+                return match existing.idempotency_request {
+                    Some(first) if first != fingerprint => {
+                        Err(CatalogError::IdempotencyKeyReused(key.clone()))
+                    }
+                    _ => Ok(existing.product.into()),
+                };
+            }
+        }
         let inserted = sqlx::query_as::<_, ProductRow>(&format!(
             "INSERT INTO products (id, sku, name, description, category, price_units, \
-             price_nanos, currency_code, idempotency_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+             price_nanos, currency_code, idempotency_key, idempotency_request) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
         ))
         .bind(Uuid::now_v7())
         .bind(&new.sku)
@@ -94,6 +119,7 @@ impl PgProductStore {
         .bind(new.price.nanos)
         .bind(&new.price.currency_code)
         .bind(new.idempotency_key.as_deref())
+        .bind(new.idempotency_key.is_some().then_some(fingerprint))
         .fetch_one(&mut *tx)
         .await;
         match inserted {
@@ -101,28 +127,11 @@ impl PgProductStore {
                 tx.commit().await?;
                 Ok(row.into())
             }
-            Err(err) => match unique_violation(&err).as_deref() {
-                Some("products_sku_key") => Err(CatalogError::SkuTaken(new.sku)),
-                // Two retries of one request raced; the winner's product is the answer.
-                Some("products_idempotency_key_key") => {
-                    let key = new.idempotency_key.unwrap_or_default();
-                    self.by_idempotency_key(&key)
-                        .await?
-                        .ok_or(CatalogError::Store(err))
-                }
-                _ => Err(err.into()),
-            },
+            Err(err) if unique_violation(&err).as_deref() == Some("products_sku_key") => {
+                Err(CatalogError::SkuTaken(new.sku))
+            }
+            Err(err) => Err(err.into()),
         }
-    }
-
-    async fn by_idempotency_key(&self, key: &str) -> Result<Option<Product>, CatalogError> {
-        let row = sqlx::query_as::<_, ProductRow>(&format!(
-            "SELECT {COLUMNS} FROM products WHERE idempotency_key = $1"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
     }
 
     #[tracing::instrument(skip_all, fields(%id))]
@@ -217,11 +226,47 @@ impl PgProductStore {
         .bind(&price.currency_code)
         .fetch_one(&mut *tx)
         .await?;
-        // ProductPriceChanged joins this transaction through the outbox (events issue), so the
-        // new price and its event commit together.
+        let updated: Product = row.into();
+        // The new price and its event commit together, or neither does.
+        shop_outbox::add(&mut tx, &price_changed(&current, &updated)).await?;
         tx.commit().await?;
-        Ok(row.into())
+        Ok(updated)
     }
+}
+
+/// The product (and what its key's first request was) created with `key`, if any.
+async fn by_idempotency_key(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+) -> Result<Option<KeyedRow>, CatalogError> {
+    Ok(sqlx::query_as::<_, KeyedRow>(&format!(
+        "SELECT {COLUMNS}, idempotency_request FROM products WHERE idempotency_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+fn money_to_pb(money: &Money) -> PbMoney {
+    PbMoney {
+        units: money.units,
+        nanos: money.nanos,
+        currency_code: money.currency_code.clone(),
+    }
+}
+
+/// `ProductPriceChanged` for the change from `before` to `after`, occurring when it was stored.
+fn price_changed(before: &Product, after: &Product) -> EventEnvelope<ProductPriceChanged> {
+    let mut envelope = EventEnvelope::new(ProductPriceChanged {
+        product_id: after.id.to_string(),
+        sku: after.sku.clone(),
+        old_price: Some(money_to_pb(&before.price)),
+        new_price: Some(money_to_pb(&after.price)),
+        version: after.version,
+        occurred_at: Some(timestamp(after.updated_at)),
+    });
+    envelope.occurred_at = after.updated_at;
+    envelope
 }
 
 async fn lock(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Product, CatalogError> {

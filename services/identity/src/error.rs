@@ -15,6 +15,12 @@ pub enum IdentityError {
     /// Unknown email or wrong password: deliberately not told apart.
     #[error("email or password is wrong")]
     BadCredentials,
+    /// Too many failed logins for the account or from the peer.
+    #[error("too many failed logins; try again later")]
+    TooManyFailures { retry_after: std::time::Duration },
+    /// Every hashing slot stayed taken for the whole wait.
+    #[error("too many password checks at once; try again shortly")]
+    HashingBusy { retry_after: std::time::Duration },
     /// No user with that id.
     #[error("user {0} not found")]
     NotFound(String),
@@ -37,6 +43,10 @@ impl From<IdentityError> for Status {
             }
             IdentityError::EmailTaken => status::already_exists("email", &err.to_string()),
             IdentityError::BadCredentials => status::unauthenticated(&err.to_string()),
+            IdentityError::TooManyFailures { retry_after }
+            | IdentityError::HashingBusy { retry_after } => {
+                status::resource_exhausted(&err.to_string(), *retry_after)
+            }
             IdentityError::NotFound(id) => status::not_found("shop.identity.v1.User", id),
             IdentityError::Store(source) => db::error_status(source, "identity"),
             IdentityError::Crypto(_) | IdentityError::Outbox(_) => status::internal(&err),

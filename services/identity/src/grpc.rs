@@ -3,7 +3,7 @@
 //! Field rules (email format, password length, uuids) are enforced by the runtime's
 //! validation layer before these handlers run.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use shop_proto::identity::{self as pb, identity_service_server::IdentityService};
 use shop_runtime::convert::timestamp;
@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use crate::{
     error::IdentityError,
+    hashing::HashPool,
     keys::Keys,
     password,
     store::{PgIdentityStore, User},
+    throttle::LoginThrottle,
 };
 
 /// The tonic service.
@@ -22,11 +24,23 @@ use crate::{
 pub struct IdentityGrpc {
     store: PgIdentityStore,
     keys: Keys,
+    hashes: HashPool,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl IdentityGrpc {
-    pub fn new(store: PgIdentityStore, keys: Keys) -> Self {
-        Self { store, keys }
+    pub fn new(
+        store: PgIdentityStore,
+        keys: Keys,
+        hashes: HashPool,
+        throttle: LoginThrottle,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            hashes,
+            throttle: Arc::new(throttle),
+        }
     }
 }
 
@@ -51,15 +65,6 @@ fn parse_id(field: &'static str, value: &str) -> Result<Uuid, IdentityError> {
     })
 }
 
-/// Runs CPU-heavy credential work on the blocking pool so it does not stall the reactor.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, IdentityError> + Send + 'static,
-) -> Result<T, IdentityError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| IdentityError::Crypto(err.to_string()))?
-}
-
 #[tonic::async_trait]
 impl IdentityService for IdentityGrpc {
     async fn register(
@@ -77,7 +82,7 @@ impl IdentityService for IdentityGrpc {
         }
         let email = normalize_email(&request.email);
         let password = request.password;
-        let hash = blocking(move || password::hash(&password)).await?;
+        let hash = self.hashes.run(move || password::hash(&password)).await?;
         let user = self.store.insert_user(&email, &display_name, &hash).await?;
         tracing::info!(user_id = %user.id, "user registered");
         Ok(Response::new(pb::RegisterResponse {
@@ -89,19 +94,29 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        // The peer's address, not a caller-supplied header: a guesser must not pick its key.
+        let peer = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         let email = normalize_email(&request.email);
+        self.throttle.admit(&email, peer)?;
         let password = request.password;
         let Some(credentials) = self.store.credentials_by_email(&email).await? else {
-            blocking(move || {
-                password::burn_verification(&password);
-                Ok(())
-            })
-            .await?;
+            self.hashes
+                .run(move || {
+                    password::burn_verification(&password);
+                    Ok(())
+                })
+                .await?;
+            self.throttle.record_failure(&email, peer);
             return Err(IdentityError::BadCredentials.into());
         };
         let stored = credentials.password_hash.clone();
-        if !blocking(move || password::verify(&password, &stored)).await? {
+        if !self
+            .hashes
+            .run(move || password::verify(&password, &stored))
+            .await?
+        {
+            self.throttle.record_failure(&email, peer);
             return Err(IdentityError::BadCredentials.into());
         }
         let user = credentials.into_user();

@@ -1,12 +1,15 @@
 //! The identity service: users, credentials and access tokens, behind
 //! `shop.identity.v1.IdentityService`.
 //!
-//! Passwords are hashed with argon2id on the blocking pool; access tokens are EdDSA JWTs
-//! signed with a key kept in the service's database and published by `GetJwks`.
+//! Passwords are hashed with argon2id on the blocking pool, a bounded number at once (each
+//! holds 19 MiB); failed logins are throttled per account and per peer. Access tokens are
+//! EdDSA JWTs signed with a key kept in the service's database and published by `GetJwks`.
 //!
 //! # Layout
 //! - `config`: settings.
 //! - `password`: argon2id hashing and verification, no I/O.
+//! - `hashing`: the bound on argon2 work running at once.
+//! - `throttle`: failed-login throttling per account and per peer.
 //! - `keys`: the signing key in use, created on first start.
 //! - `store`: PostgreSQL (sqlx); the only module with SQL.
 //! - `grpc`: the tonic service and protobuf <-> domain mapping.
@@ -17,16 +20,18 @@ pub mod config;
 mod error;
 pub mod events;
 mod grpc;
+mod hashing;
 mod keys;
 mod password;
 mod store;
+mod throttle;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use shop_proto::identity::identity_service_server::IdentityServiceServer;
 use shop_runtime::{CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db};
 
-pub use config::{Config, TokenConfig};
+pub use config::{Config, PasswordConfig, TokenConfig};
 pub use error::IdentityError;
 
 /// The migrations of the identity database.
@@ -69,6 +74,7 @@ impl App {
     /// Connects the database (running migrations if configured), loads or creates the
     /// signing key, and binds the listeners.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.passwords.validate()?;
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
             db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
@@ -79,7 +85,12 @@ impl App {
         let signer = keys::load_or_create_signer(&store, &config.tokens)
             .await
             .map_err(StartError::SigningKey)?;
-        let service = grpc::IdentityGrpc::new(store, signer);
+        let hashes = hashing::HashPool::new(
+            config.passwords.hash_concurrency(),
+            config.passwords.hash_wait(),
+        );
+        let throttle = throttle::LoginThrottle::new(&config.passwords);
+        let service = grpc::IdentityGrpc::new(store, signer, hashes, throttle);
         let max_message = config.server.max_message_bytes;
         let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
             .add_service(
@@ -88,7 +99,9 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(shop_events::NatsReadiness::new(js.client()))
+            // Register writes its event to the outbox, so no RPC needs NATS: an outage is
+            // reported (and the relay catches up after it), not a reason to leave traffic.
+            .reported_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {

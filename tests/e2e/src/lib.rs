@@ -44,11 +44,12 @@ fn spawn(
     }
 }
 
-/// The catalog service on a fresh database of `postgres`.
-pub async fn start_catalog(postgres: &Postgres) -> anyhow::Result<Running> {
+/// The catalog service on a fresh database of `postgres`, publishing to `nats`.
+pub async fn start_catalog(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
     let config = catalog::Config {
         server: ServerConfig::ephemeral(),
         database: DatabaseConfig::new(postgres.fresh_database().await?),
+        nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),
     };
     let app = catalog::App::build(config).await?;
@@ -68,6 +69,7 @@ pub async fn start_identity(postgres: &Postgres, nats: &Nats) -> anyhow::Result<
         nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),
         tokens: identity::TokenConfig::default(),
+        passwords: identity::PasswordConfig::default(),
     };
     let app = identity::App::build(config).await?;
     let addr = app.grpc_addr();

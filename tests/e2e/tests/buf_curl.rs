@@ -5,7 +5,7 @@
 use std::process::Output;
 
 use shop_e2e::{buf, start_catalog};
-use shop_testkit::Postgres;
+use shop_testkit::{Nats, Postgres};
 
 async fn buf_curl(args: &[&str]) -> Output {
     let output = tokio::process::Command::new(buf().unwrap())
@@ -26,7 +26,8 @@ async fn buf_curl(args: &[&str]) -> Output {
 #[tokio::test]
 async fn reflection_lists_services_and_buf_curl_creates_and_reads_a_product() {
     let postgres = Postgres::start().await.unwrap();
-    let catalog = start_catalog(&postgres).await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let catalog = start_catalog(&postgres, &nats).await.unwrap();
     let base = format!("http://{}", catalog.addr);
 
     let listed = buf_curl(&["--list-services", &base]).await;

@@ -14,7 +14,7 @@ async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
     let identity = start_identity(&postgres, &nats).await.unwrap();
-    let catalog = start_catalog(&postgres).await.unwrap();
+    let catalog = start_catalog(&postgres, &nats).await.unwrap();
 
     let mut client = CatalogServiceClient::connect(format!("http://{}", catalog.addr))
         .await

@@ -7,8 +7,8 @@ use shop_proto::{
     catalog::{CreateProductRequest, Product, catalog_service_client::CatalogServiceClient},
     common::Money,
 };
-use shop_runtime::{DatabaseConfig, LogFormat, ServerConfig, TelemetryConfig};
-use shop_testkit::Postgres;
+use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
+use shop_testkit::{Nats, Postgres};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -17,6 +17,8 @@ pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub postgres: Postgres,
+    pub nats: Nats,
+    pub database_url: String,
     pub client: CatalogServiceClient<Channel>,
     pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
@@ -30,9 +32,11 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(server: ServerConfig) -> TestApp {
     let postgres = Postgres::start().await.expect("postgres starts");
     let database_url = postgres.fresh_database().await.expect("fresh database");
+    let nats = Nats::start().await.expect("nats starts");
     let config = Config {
         server,
-        database: DatabaseConfig::new(database_url),
+        database: DatabaseConfig::new(database_url.clone()),
+        nats: NatsConfig::new(nats.url()),
         telemetry: TelemetryConfig {
             log_format: LogFormat::Text,
         },
@@ -53,6 +57,8 @@ pub async fn spawn_app_with(server: ServerConfig) -> TestApp {
         grpc_addr,
         admin_addr,
         postgres,
+        nats,
+        database_url,
         client: CatalogServiceClient::new(channel.clone()),
         channel,
         stop: Some(stop),

@@ -5,6 +5,8 @@
 
 mod health;
 mod helpers;
+mod idempotency;
+mod price_events;
 mod products;
 mod protection;
 mod shutdown;

@@ -176,7 +176,8 @@ async fn update_price_bumps_version_and_refuses_stale_writes() {
         })
         .await
         .unwrap_err();
-    assert_eq!(stale.code(), Code::FailedPrecondition);
+    // The contract: ABORTED when the version moved on (re-read and retry).
+    assert_eq!(stale.code(), Code::Aborted);
     assert_eq!(violated_fields(&stale), vec!["expected_version"]);
     app.shutdown().await;
 }

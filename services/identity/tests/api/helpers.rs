@@ -1,6 +1,8 @@
 //! `spawn_app()`: an identity service on port 0 with a fresh database, and its client.
 
-use identity::{App, Config, TokenConfig};
+use std::net::SocketAddr;
+
+use identity::{App, Config, PasswordConfig, TokenConfig};
 use shop_proto::identity::{RegisterRequest, User, identity_service_client::IdentityServiceClient};
 use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
 use shop_testkit::{Nats, Postgres};
@@ -8,6 +10,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub postgres: Postgres,
     pub nats: Nats,
     pub database_url: String,
@@ -25,21 +29,38 @@ pub fn config(database_url: &str, nats_url: &str) -> Config {
             log_format: LogFormat::Text,
         },
         tokens: TokenConfig::default(),
+        passwords: PasswordConfig::default(),
     }
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let postgres = Postgres::start().await.expect("postgres starts");
     let database_url = postgres.fresh_database().await.expect("fresh database");
     let nats = Nats::start().await.expect("nats starts");
-    spawn_on(postgres, nats, database_url).await
+    let mut config = config(&database_url, &nats.url());
+    adjust(&mut config);
+    spawn_configured(postgres, nats, database_url, config).await
 }
 
 pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> TestApp {
-    let app = App::build(config(&database_url, &nats.url()))
-        .await
-        .expect("identity builds");
+    let config = config(&database_url, &nats.url());
+    spawn_configured(postgres, nats, database_url, config).await
+}
+
+async fn spawn_configured(
+    postgres: Postgres,
+    nats: Nats,
+    database_url: String,
+    config: Config,
+) -> TestApp {
+    let app = App::build(config).await.expect("identity builds");
     let addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -50,6 +71,8 @@ pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> T
         .await
         .expect("connects");
     TestApp {
+        grpc_addr: addr,
+        admin_addr,
         postgres,
         nats,
         database_url,
@@ -101,4 +124,10 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The delay of the `RetryInfo` detail of `status`.
+pub fn retry_delay(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt as _;
+    status.get_error_details().retry_info()?.retry_delay
 }

@@ -5,5 +5,7 @@
 
 mod accounts;
 mod helpers;
+mod login_limits;
+mod nats_outage;
 mod tokens;
 mod validation;
