@@ -150,7 +150,7 @@ mod tests {
         use tokio::io::AsyncReadExt as _;
         // The shell says when its trap is set, so SIGTERM cannot arrive before it.
         let mut stubborn =
-            sleeper("trap '' TERM; echo ready; exec >/dev/null; while :; do sleep 1; done");
+            sleeper("trap '' TERM; echo ready; exec >/dev/null 2>&1; while :; do sleep 1; done");
         let mut ready = [0u8; 6];
         stubborn
             .stdout
