@@ -228,10 +228,15 @@ mod tests {
 
     #[test]
     fn env_leaves_out_what_a_service_does_not_use() {
-        let planned = plan(SERVICES, &[], |name| name == "catalog");
+        // Every service in the table uses NATS now (catalog publishes ProductPriceChanged).
+        let database_only = [ServiceSpec::new("catalog", 50052, 9102).with_database()];
+        let planned = plan(&database_only, &[], |_| true);
         let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
         assert!(env.contains_key("DATABASE_URL"));
         assert!(!env.contains_key("NATS_URL"));
+        let planned = plan(SERVICES, &[], |name| name == "catalog");
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert!(env.contains_key("NATS_URL"), "catalog publishes events");
     }
 
     #[test]
