@@ -42,6 +42,9 @@ pub use crate::dead_letter::{
 /// freed while it waits are asked for again soon.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
+/// How often a waiting pull checks whether the connection came back.
+const RECONNECT_CHECK: Duration = Duration::from_millis(500);
+
 /// What the runner does with an event type no handler is registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownEvents {
@@ -137,7 +140,10 @@ impl ConsumerRunner {
                 .messages()
                 .await;
             let ended = match pull {
-                Ok(batch) => feed(batch, &mut in_flight, start, shutdown.clone()).await,
+                Ok(batch) => {
+                    let client = self.js.client();
+                    feed(batch, &client, &mut in_flight, start, shutdown.clone()).await
+                }
                 Err(e) => {
                     warn!(consumer = %self.spec.durable, error = %e, "pull failed; retrying");
                     Fed::Failed
@@ -386,11 +392,16 @@ enum Fed {
 /// Starts a handler for each message of one pull, driving those in flight meanwhile.
 async fn feed<F: Future<Output = ()>>(
     mut batch: Batch,
+    client: &async_nats::Client,
     in_flight: &mut FuturesUnordered<F>,
     start: impl Fn(jetstream::Message) -> F,
     shutdown: impl Future<Output = ()>,
 ) -> Fed {
     let mut shutdown = std::pin::pin!(shutdown);
+    // A server that restarted has forgotten the pull; without this the client would wait for
+    // the pull's own timeout before asking again.
+    let mut connection = tokio::time::interval(RECONNECT_CHECK);
+    let mut was_down = false;
     loop {
         tokio::select! {
             biased;
@@ -406,6 +417,14 @@ async fn feed<F: Future<Output = ()>>(
                 }
                 None => return Fed::Done,
             },
+            _ = connection.tick() => {
+                let up = client.connection_state() == async_nats::connection::State::Connected;
+                if up && was_down {
+                    debug!("reconnected; pulling again");
+                    return Fed::Done;
+                }
+                was_down = !up;
+            }
         }
     }
 }
