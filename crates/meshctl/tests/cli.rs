@@ -93,7 +93,7 @@ fn up_status_demo_down() {
     let said = String::from_utf8_lossy(&demo.stdout);
     assert!(said.contains("welcome notification arrived"), "{said}");
 
-    let load = dir.meshctl(&["load", "--seconds", "1.5", "--concurrency", "4"]);
+    let load = dir.meshctl(&["load", "--seconds", "1.5", "--concurrency", "16"]);
     assert!(load.status.success(), "load had failures");
     let report = String::from_utf8_lossy(&load.stdout);
     for rpc in ["CatalogService/ListProducts", "CatalogService/GetProduct"] {

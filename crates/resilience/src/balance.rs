@@ -51,7 +51,10 @@ pub enum Endpoints {
 pub struct EndpointConfig {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Per-attempt timeout inside the channel; a hung endpoint fails here and gets ejected.
+    /// A fixed cap on every attempt, inside the channel. Without it (the default) an attempt
+    /// still ends at the `grpc-timeout` it carries: its share of the call's deadline (see
+    /// [`crate::retry`]), which tonic's channel enforces, so a hung endpoint fails and is
+    /// ejected either way.
     pub attempt_timeout: Option<Duration>,
     /// HTTP/2 keepalive ping interval (detects dead or blackholed connections when idle).
     pub keepalive: Duration,
@@ -95,6 +98,7 @@ type BalancerFuture = <Balancer as Service<http::Request<Body>>>::Future;
 #[derive(Clone)]
 pub struct Balanced {
     shared: Arc<Mutex<Shared>>,
+    ejection: Arc<EjectionPool>,
 }
 
 struct Shared {
@@ -162,17 +166,26 @@ pub fn balanced(endpoints: Endpoints, config: EndpointConfig) -> Result<Balanced
         make_channel(*first, &config)?;
     }
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(resolve(endpoints, config, tx));
+    let ejection = Arc::new(EjectionPool::default());
+    tokio::spawn(resolve(endpoints, config, ejection.clone(), tx));
     let balancer = Balance::new(EndpointStream { rx });
     Ok(Balanced {
         shared: Arc::new(Mutex::new(Shared {
             balancer,
             waiters: Vec::new(),
         })),
+        ejection,
     })
 }
 
 // === impl Balanced ===
+
+impl Balanced {
+    /// How many endpoints are ejected right now.
+    pub fn ejected(&self) -> usize {
+        self.ejection.ejected()
+    }
+}
 
 impl std::fmt::Debug for Balanced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,9 +300,9 @@ fn make_channel(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, Ba
 async fn resolve(
     endpoints: Endpoints,
     config: EndpointConfig,
+    pool: Arc<EjectionPool>,
     tx: mpsc::Sender<Change<SocketAddr, Endpoint>>,
 ) {
-    let pool = Arc::new(EjectionPool::default());
     let mut current = HashSet::new();
     loop {
         match lookup(&endpoints).await {

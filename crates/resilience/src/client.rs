@@ -78,6 +78,8 @@ pub enum ClientError {
 pub struct ResilientChannel {
     inner: BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>,
     breaker: BreakerHandle,
+    /// The balancer's view of ejections; `None` without a balancer.
+    balanced: Option<balance::Balanced>,
 }
 
 // === impl DependencyConfig ===
@@ -143,7 +145,9 @@ pub async fn connect(config: &DependencyConfig) -> Result<ResilientChannel, Clie
         }
         endpoints => {
             let balanced = balance::balanced(endpoints.clone(), endpoint)?;
-            Ok(ResilientChannel::new(config, balanced))
+            let mut channel = ResilientChannel::new(config, balanced.clone());
+            channel.balanced = Some(balanced);
+            Ok(channel)
         }
     }
 }
@@ -182,12 +186,18 @@ impl ResilientChannel {
         Self {
             inner: BoxCloneSyncService::new(stack),
             breaker: handle,
+            balanced: None,
         }
     }
 
     /// This dependency's circuit breaker state, for metrics and status pages.
     pub fn breaker(&self) -> &BreakerHandle {
         &self.breaker
+    }
+
+    /// Endpoints ejected right now for failing (always 0 without a balancer).
+    pub fn ejected_endpoints(&self) -> usize {
+        self.balanced.as_ref().map_or(0, balance::Balanced::ejected)
     }
 }
 

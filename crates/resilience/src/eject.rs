@@ -5,6 +5,13 @@
 //! failure ejects it again. An [`EjectionPool`] shared by all endpoints of a dependency never
 //! ejects the last healthy-looking endpoint: with every endpoint failing, calls still go out and
 //! the breaker above decides.
+//!
+//! An attempt counts as failed when it errs (tonic's channel fails an attempt whose
+//! `grpc-timeout` runs out), answers an unhealthy status, or is dropped unanswered at or after
+//! its [`Deadline`]: a blackholed endpoint never answers, and the caller's own deadline timer is
+//! what ends those attempts. The retry layer gives each attempt of a retryable call a share of
+//! the call's deadline (see [`crate::retry`]), so such an endpoint is ejected while the call
+//! still has time to succeed elsewhere.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use crate::classify::{self, Outcome};
+use crate::deadline::Deadline;
 
 /// When to eject an endpoint and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +76,18 @@ pin_project! {
         #[pin]
         future: F,
         state: Arc<EndpointState>,
+        // The attempt's deadline: dropped unanswered at or after it, the attempt failed.
+        deadline: Option<Instant>,
+        done: bool,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done && this.deadline.is_some_and(|d| Instant::now() >= d) {
+                this.state.record(Some(Outcome::Failure));
+            }
+        }
     }
 }
 
@@ -197,9 +217,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let deadline = req.extensions().get::<Deadline>().map(|d| d.instant());
         ResponseFuture {
             future: self.inner.call(req),
             state: self.state.clone(),
+            deadline,
+            done: false,
         }
     }
 }
@@ -213,7 +236,68 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.future.poll(cx));
+        *this.done = true;
         this.state.record(classify::outcome(&result));
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::convert::Infallible;
+
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// An endpoint that never answers, like one behind a blackhole.
+    fn blackhole()
+    -> impl Service<http::Request<()>, Response = http::Response<()>, Error = Infallible> + Clone
+    {
+        tower::service_fn(|_req: http::Request<()>| {
+            futures::future::pending::<Result<http::Response<()>, Infallible>>()
+        })
+    }
+
+    fn request(deadline: Option<Deadline>) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        if let Some(deadline) = deadline {
+            req.extensions_mut().insert(deadline);
+        }
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_dropped_at_their_deadline_eject_the_endpoint() {
+        let pool = Arc::new(EjectionPool::default());
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let other = Eject::new(blackhole(), addr, EjectConfig::default(), pool.clone());
+        let mut eject = Eject::new(blackhole(), addr, EjectConfig::default(), pool.clone());
+        let attempt = Duration::from_millis(100);
+
+        // A caller that gives up before the deadline says nothing about the endpoint.
+        for _ in 0..10 {
+            let future = eject
+                .ready()
+                .await
+                .unwrap()
+                .call(request(Some(Deadline::after(attempt))));
+            drop(future);
+        }
+        assert_eq!(pool.ejected(), 0);
+
+        // Unanswered at the deadline: each counts, and the fifth ejects.
+        for _ in 0..EjectConfig::default().consecutive_failures {
+            let future = eject
+                .ready()
+                .await
+                .unwrap()
+                .call(request(Some(Deadline::after(attempt))));
+            let _ = tokio::time::timeout(attempt, future).await;
+        }
+        assert_eq!(pool.ejected(), 1);
+        drop(other);
     }
 }

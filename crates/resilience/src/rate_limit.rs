@@ -2,7 +2,9 @@
 //!
 //! The caller is the value of a configurable header (default `x-caller-id`, set by the client
 //! stack to the calling service's name) or else the peer IP address. Callers over their quota are
-//! answered `RESOURCE_EXHAUSTED` ([`Rejection::RateLimited`]). Idle callers' state is pruned
+//! answered `RESOURCE_EXHAUSTED` ([`Rejection::RateLimited`]) with `google.rpc.QuotaFailure` and
+//! `RetryInfo` details (when the next call would be admitted), so a client can tell its own
+//! quota from an unhealthy server and back off for the right time. Idle callers' state is pruned
 //! every few thousand calls so the key map stays bounded by the active callers.
 
 use std::net::IpAddr;
@@ -10,7 +12,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderName;
 use tonic::transport::server::TcpConnectInfo;
@@ -23,6 +27,13 @@ const PRUNE_EVERY: u64 = 4096;
 
 /// The header naming the caller, unless configured otherwise.
 pub const CALLER_HEADER: &str = "x-caller-id";
+
+/// Sustained calls per second per caller unless configured otherwise (the one place this
+/// default is written: the service kit's flags and the README follow it).
+pub const DEFAULT_PER_SECOND: u32 = 1000;
+
+/// Calls a caller may burst above its sustained rate unless configured otherwise.
+pub const DEFAULT_BURST: u32 = 200;
 
 /// Quota per caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +49,8 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            per_second: NonZeroU32::MIN.saturating_add(999),
-            burst: NonZeroU32::MIN.saturating_add(199),
+            per_second: NonZeroU32::new(DEFAULT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(DEFAULT_BURST).unwrap_or(NonZeroU32::MIN),
             caller_header: HeaderName::from_static(CALLER_HEADER),
         }
     }
@@ -134,11 +145,14 @@ impl Shared {
             .map_or(CallerKey::Unknown, |addr| CallerKey::Ip(addr.ip()))
     }
 
-    fn admit<B>(&self, req: &http::Request<B>) -> bool {
+    /// `Err(retry_after)` when the caller is over its quota.
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<(), Duration> {
         if self.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&self.caller(req)).is_ok()
+        self.limiter
+            .check_key(&self.caller(req))
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 }
 
@@ -156,9 +170,9 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.shared.admit(&req) {
+        if let Err(retry_after) = self.shared.admit(&req) {
             return RejectOr::Rejected {
-                rejection: Rejection::RateLimited,
+                rejection: Rejection::RateLimited { retry_after },
             };
         }
         RejectOr::Inner {

@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, QuotaViolation, StatusExt as _};
 
 /// A call that a resilience layer refused or cut short locally, without an answer from the peer.
 ///
@@ -22,9 +25,16 @@ pub enum Rejection {
     /// The server is at its concurrency limit and shed the call.
     #[error("server overloaded")]
     Overloaded,
-    /// The caller exceeded its rate limit.
+    /// The caller exceeded its rate limit; it may call again after `retry_after`.
+    ///
+    /// Answered with `google.rpc.QuotaFailure` and `RetryInfo` details, so the caller can tell
+    /// "you are over your quota" from an overloaded or failing server (see
+    /// [`crate::classify::is_quota_failure`]).
     #[error("rate limited")]
-    RateLimited,
+    RateLimited {
+        /// When the caller's next call would be admitted.
+        retry_after: Duration,
+    },
 }
 
 // === impl Rejection ===
@@ -35,15 +45,26 @@ impl Rejection {
         match self {
             Self::CircuitOpen => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::BulkheadFull | Self::QueueTimeout | Self::Overloaded | Self::RateLimited => {
-                Code::ResourceExhausted
-            }
+            Self::BulkheadFull
+            | Self::QueueTimeout
+            | Self::Overloaded
+            | Self::RateLimited { .. } => Code::ResourceExhausted,
         }
     }
 
     /// This rejection as a `tonic::Status`.
     pub fn to_status(self) -> Status {
-        Status::new(self.code(), self.to_string())
+        match self {
+            Self::RateLimited { retry_after } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_quota_failure(vec![QuotaViolation::new(
+                    "caller",
+                    "over the per-caller rate limit of this server",
+                )]);
+                Status::with_error_details(self.code(), self.to_string(), details)
+            }
+            _ => Status::new(self.code(), self.to_string()),
+        }
     }
 
     /// A trailers-only gRPC response carrying this rejection as an extension.
@@ -69,6 +90,20 @@ mod tests {
         let response: http::Response<tonic::body::Body> = Rejection::Overloaded.into_response();
         assert_eq!(grpc_code(&response), Some(Code::ResourceExhausted));
         assert_eq!(Rejection::of(&response), Some(Rejection::Overloaded));
+    }
+
+    #[test]
+    fn rate_limited_says_quota_and_when_to_retry() {
+        let retry_after = Duration::from_millis(250);
+        let status = Rejection::RateLimited { retry_after }.to_status();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|info| info.retry_delay),
+            Some(retry_after)
+        );
+        assert!(details.quota_failure().is_some());
+        assert!(Rejection::Overloaded.to_status().details().is_empty());
     }
 }
 

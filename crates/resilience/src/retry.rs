@@ -10,6 +10,14 @@
 //! `budget_percent` of calls plus the `budget_min_per_sec` reserve. Local rejections (breaker
 //! open, bulkhead full) are never retried.
 //!
+//! Each attempt of a retryable call has its own deadline: an even share of the time left over
+//! the attempts left, the last one getting all of it (2 s and 3 attempts: about 667 ms each).
+//! It goes out as the attempt's `grpc-timeout` and `Deadline` extension, so tonic's channel
+//! fails an attempt to a hung endpoint while the call still has time to succeed elsewhere, and
+//! outlier ejection and the breaker count it against that endpoint. A share shorter than
+//! `min_attempt_timeout` is not worth cutting a healthy endpoint's answer for: such an attempt
+//! gets all the time left. Calls that are not retried keep the whole deadline.
+//!
 //! Why not `tower::retry::Retry`: it clones the whole inner stack (bulkhead, breaker, channel)
 //! for every call and drops it afterwards, retried or not (about 2 k of 175 k instructions per
 //! call in the benchmark, by callgrind at ±1 k). Here the first attempt goes to the service that `poll_ready`
@@ -57,6 +65,8 @@ pub struct RetryConfig {
     pub budget_min_per_sec: u32,
     /// Retries allowed per call, as a fraction (0.2 = one retry per five calls).
     pub budget_percent: f32,
+    /// The shortest share of the deadline an attempt is cut to (see the module docs).
+    pub min_attempt_timeout: Duration,
 }
 
 impl Default for RetryConfig {
@@ -71,6 +81,7 @@ impl Default for RetryConfig {
             budget_ttl: Duration::from_secs(10),
             budget_min_per_sec: 10,
             budget_percent: 0.2,
+            min_attempt_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -344,6 +355,14 @@ where
         }
         // The first attempt goes to the service `poll_ready` made ready; a copy stays behind.
         let mut replay = Replayable::new(self, Parts::copy(&parts), bytes.clone());
+        let mut parts = parts;
+        // ClientDeadline stamped the call's deadline already: re-stamp only a shorter share.
+        if let Some(attempt) = replay.attempt_deadline()
+            && Some(attempt) != replay.deadline
+        {
+            deadline::stamp(&mut parts.headers, attempt);
+            parts.extensions.insert(attempt);
+        }
         replay.attempts = 1;
         let req = http::Request::from_parts(parts, Body::new(Replay(Some(bytes))));
         ResponseFuture {
@@ -416,10 +435,31 @@ impl<S> Replayable<S> {
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
         *req.extensions_mut() = self.extensions.clone();
-        if let Some(deadline) = self.deadline {
-            deadline::stamp(req.headers_mut(), deadline);
+        if let Some(attempt) = self.attempt_deadline() {
+            deadline::stamp(req.headers_mut(), attempt);
+            req.extensions_mut().insert(attempt);
         }
         req
+    }
+
+    /// The next attempt's deadline (see the module docs), sent as its `grpc-timeout` and
+    /// [`Deadline`] extension; the call's own deadline stays in `self.deadline`.
+    fn attempt_deadline(&self) -> Option<Deadline> {
+        let call = self.deadline?;
+        let now = tokio::time::Instant::now();
+        let left = self
+            .shared
+            .config
+            .max_attempts
+            .saturating_sub(self.attempts)
+            .max(1);
+        let share = call.instant().saturating_duration_since(now) / left;
+        let split = left > 1 && self.retries && share >= self.shared.config.min_attempt_timeout;
+        Some(if split {
+            Deadline::at(now + share)
+        } else {
+            call
+        })
     }
 
     fn is_retryable<E>(&self, result: &Result<http::Response<Body>, E>) -> bool {

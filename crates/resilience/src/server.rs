@@ -14,6 +14,10 @@ use crate::deadline::{ServerDeadline, ServerDeadlineLayer};
 use crate::rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer};
 use crate::shed::{Shed, ShedLayer};
 
+/// Calls served at once across all connections unless configured otherwise (the one place this
+/// default is written).
+pub const DEFAULT_MAX_CONCURRENT: usize = 256;
+
 /// Server protection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -26,7 +30,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_concurrent: 256,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             rate_limit: Some(RateLimitConfig::default()),
         }
     }

@@ -14,8 +14,15 @@
 //! endpoint with ejection of failing ones. Why each sits where it does is documented in
 //! `crates/resilience/README.md`. The dependency's circuit breaker shows in the service's
 //! `/metrics` as `shop_client_breaker_state{dependency, state}`, and in `meshctl status`.
+//!
+//! What may be retried comes from the contracts, not from code: every unary RPC whose proto
+//! says `option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT` (read once from
+//! `shop_proto::FILE_DESCRIPTOR_SET`), and nothing else. Streaming RPCs are never retried: a
+//! retry would replay a stream, and an attempt's share of the deadline would cut it short.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, sync::LazyLock, time::Duration};
+
+use prost_reflect::{DescriptorPool, Value};
 
 pub use shop_resilience::{
     balance::Endpoints,
@@ -78,12 +85,177 @@ pub fn dependency(name: &str, caller: &str, target: &str) -> Result<DependencyCo
     };
     let mut config = DependencyConfig::new(name, endpoints);
     config.caller = Some(caller.to_owned());
+    config.retry.idempotent_methods = CONTRACT_IDEMPOTENT.clone();
     Ok(config)
+}
+
+/// The retryable methods of the shop's own contracts.
+static CONTRACT_IDEMPOTENT: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    idempotent_methods(shop_proto::FILE_DESCRIPTOR_SET).unwrap_or_else(|error| {
+        // Unreachable with the set shop-proto compiles (a test decodes it); without it nothing
+        // is retried, which is safe.
+        tracing::error!(%error, "cannot read idempotency levels from the contracts");
+        HashSet::new()
+    })
+});
+
+/// `google.protobuf.MethodOptions.idempotency_level`'s `NO_SIDE_EFFECTS` and `IDEMPOTENT`.
+const RETRYABLE_LEVELS: [i32; 2] = [1, 2];
+
+/// The paths (`/pkg.Service/Method`) of every unary method in `descriptor_set` (an encoded
+/// `FileDescriptorSet`) marked `NO_SIDE_EFFECTS` or `IDEMPOTENT`.
+pub fn idempotent_methods(
+    descriptor_set: &[u8],
+) -> Result<HashSet<String>, prost_reflect::DescriptorError> {
+    let pool = DescriptorPool::decode(descriptor_set)?;
+    let methods = pool
+        .services()
+        .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .filter(|method| !method.is_client_streaming() && !method.is_server_streaming())
+        .filter(|method| {
+            let options = method.options();
+            let level = options.get_field_by_name("idempotency_level");
+            matches!(level.as_deref(), Some(Value::EnumNumber(n)) if RETRYABLE_LEVELS.contains(n))
+        })
+        .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+        .collect();
+    Ok(methods)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use shop_proto::catalog::{
+        CreateProductRequest, GetProductRequest, UpdatePriceRequest,
+        catalog_service_client::CatalogServiceClient,
+    };
+
     use super::*;
+
+    /// Answers every call UNAVAILABLE and counts them: a catalog that is down.
+    #[derive(Clone, Default)]
+    struct DownCatalog {
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl tonic::server::NamedService for DownCatalog {
+        const NAME: &'static str = shop_proto::catalog::catalog_service_server::SERVICE_NAME;
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for DownCatalog {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: http::Request<tonic::body::Body>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(tonic::Status::unavailable("down").into_http()))
+        }
+    }
+
+    /// What is retried follows `idempotency_level` in proto/: no path is named here.
+    #[tokio::test]
+    async fn the_contracts_decide_what_is_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let catalog = DownCatalog::default();
+        let calls = catalog.calls.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(catalog)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut config = dependency("catalog", "orders", &format!("http://{addr}")).unwrap();
+        config.breaker.consecutive_failures = u32::MAX;
+        config.breaker.min_calls = u32::MAX;
+        config.retry.base_backoff = Duration::from_millis(1);
+        config.retry.max_backoff = Duration::from_millis(2);
+        let attempts = config.retry.max_attempts as usize;
+        let channel = connect(&config, &Metrics::new()).await.unwrap();
+        let mut client = CatalogServiceClient::new(channel);
+
+        // IDEMPOTENT (by its idempotency key): every attempt is made.
+        let status = client
+            .create_product(CreateProductRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(calls.swap(0, Ordering::SeqCst), attempts, "CreateProduct");
+
+        // NO_SIDE_EFFECTS: likewise.
+        let status = client
+            .get_product(GetProductRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(calls.swap(0, Ordering::SeqCst), attempts, "GetProduct");
+
+        // Unmarked: sent once.
+        let status = client
+            .update_price(UpdatePriceRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 1, "UpdatePrice");
+        server.abort();
+    }
+
+    #[test]
+    fn idempotency_levels_survive_into_the_descriptor_set() {
+        use prost::Message as _;
+
+        // protox keeps MethodOptions.idempotency_level (field 34) in the encoded set.
+        let set = prost_types::FileDescriptorSet::decode(shop_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let level = |service: &str, method: &str| {
+            set.file
+                .iter()
+                .flat_map(|f| f.service.iter())
+                .filter(|s| s.name() == service)
+                .flat_map(|s| s.method.iter())
+                .find(|m| m.name() == method)
+                .and_then(|m| m.options.as_ref())
+                .map(prost_types::MethodOptions::idempotency_level)
+        };
+        use prost_types::method_options::IdempotencyLevel;
+        assert_eq!(
+            level("CatalogService", "GetProduct"),
+            Some(IdempotencyLevel::NoSideEffects)
+        );
+        assert_eq!(
+            level("CatalogService", "CreateProduct"),
+            Some(IdempotencyLevel::Idempotent)
+        );
+
+        let retried = idempotent_methods(shop_proto::FILE_DESCRIPTOR_SET).unwrap();
+        for path in [
+            "/shop.catalog.v1.CatalogService/GetProduct",
+            "/shop.catalog.v1.CatalogService/CreateProduct",
+            "/shop.identity.v1.IdentityService/GetJwks",
+            "/shop.notifications.v1.NotificationService/ListNotifications",
+        ] {
+            assert!(retried.contains(path), "{path} in {retried:?}");
+        }
+        for path in [
+            "/shop.identity.v1.IdentityService/Login",
+            "/shop.identity.v1.IdentityService/Register",
+            "/shop.catalog.v1.CatalogService/UpdatePrice",
+            // Marked NO_SIDE_EFFECTS, but a stream is never retried.
+            "/shop.notifications.v1.NotificationService/WatchNotifications",
+        ] {
+            assert!(!retried.contains(path), "{path} in {retried:?}");
+        }
+    }
 
     #[tokio::test]
     async fn breaker_state_shows_in_metrics() {

@@ -2,60 +2,100 @@
 //!
 //! A service flattens these into its own config struct. Tests build them in code with
 //! [`ServerConfig::ephemeral`] instead of setting environment variables.
+//!
+//! Every default is written once, in [`defaults`] (the server protection ones come from
+//! `shop_resilience`, which applies them); the flags, [`ServerConfig::ephemeral`] and the tests
+//! read them from there, and a test checks the README's configuration table against them.
 
 use std::{net::SocketAddr, time::Duration};
 
 use crate::RuntimeError;
 
+/// The default of every shared setting.
+pub mod defaults {
+    /// `GRPC_ADDR`.
+    pub const GRPC_ADDR: &str = "127.0.0.1:50051";
+    /// `ADMIN_ADDR`.
+    pub const ADMIN_ADDR: &str = "127.0.0.1:9090";
+    /// `SHUTDOWN_DRAIN_SECS`.
+    pub const SHUTDOWN_DRAIN_SECS: f64 = 0.0;
+    /// `SHUTDOWN_GRACE_SECS`.
+    pub const SHUTDOWN_GRACE_SECS: f64 = 20.0;
+    /// `DEFAULT_DEADLINE_SECS`.
+    pub const DEFAULT_DEADLINE_SECS: f64 = 30.0;
+    /// `MAX_MESSAGE_BYTES` (4 MiB).
+    pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+    /// `MAX_CONCURRENT_STREAMS`.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+    /// `READINESS_INTERVAL_MS`.
+    pub const READINESS_INTERVAL_MS: u64 = 1000;
+    /// `MAX_CONCURRENT_REQUESTS`.
+    pub const MAX_CONCURRENT_REQUESTS: usize = shop_resilience::server::DEFAULT_MAX_CONCURRENT;
+    /// `RATE_LIMIT_PER_SECOND`.
+    pub const RATE_LIMIT_PER_SECOND: u32 = shop_resilience::rate_limit::DEFAULT_PER_SECOND;
+    /// `RATE_LIMIT_BURST`.
+    pub const RATE_LIMIT_BURST: u32 = shop_resilience::rate_limit::DEFAULT_BURST;
+    /// `LOG_FORMAT`.
+    pub const LOG_FORMAT: &str = "text";
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 10;
+    /// `MIGRATE_ON_START`.
+    pub const MIGRATE_ON_START: bool = true;
+    /// `NATS_URL`.
+    pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+    /// `NATS_STREAM_REPLICAS`.
+    pub const NATS_STREAM_REPLICAS: usize = 1;
+}
+
 /// The gRPC and admin listeners and how the server drains.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerConfig {
     /// Address the gRPC server listens on.
-    #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "GRPC_ADDR", default_value = defaults::GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
 
     /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`).
-    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "ADMIN_ADDR", default_value = defaults::ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
 
     /// After a stop signal, seconds to keep serving while reporting NOT_SERVING, so load
     /// balancers stop routing here before the listener closes.
-    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0.0)]
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = defaults::SHUTDOWN_DRAIN_SECS)]
     pub shutdown_drain_secs: f64,
 
     /// Seconds in-flight calls get to finish once the listener has closed.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: f64,
 
     /// Deadline applied to a call that brings none (`grpc-timeout`); a shorter incoming
     /// deadline wins.
-    #[arg(long, env = "DEFAULT_DEADLINE_SECS", default_value_t = 30.0)]
+    #[arg(long, env = "DEFAULT_DEADLINE_SECS", default_value_t = defaults::DEFAULT_DEADLINE_SECS)]
     pub default_deadline_secs: f64,
 
     /// Largest request message accepted, in bytes.
-    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
     /// Concurrent calls allowed on one HTTP/2 connection.
-    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = defaults::MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
 
     /// How often readiness checks (database, NATS) run, in milliseconds.
-    #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = defaults::READINESS_INTERVAL_MS)]
     pub readiness_interval_ms: u64,
 
     /// Calls handled at once across all connections; beyond it calls are shed at once with
     /// RESOURCE_EXHAUSTED instead of queueing.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
     /// Sustained calls per second allowed to one caller (`x-caller-id`, else peer IP);
     /// 0 turns per-caller rate limiting off.
-    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = defaults::RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: u32,
 
     /// Calls one caller may burst above its sustained rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST)]
     pub rate_limit_burst: u32,
 }
 
@@ -68,13 +108,13 @@ impl ServerConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_drain_secs: 0.0,
             shutdown_grace_secs: 10.0,
-            default_deadline_secs: 30.0,
-            max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 256,
+            default_deadline_secs: defaults::DEFAULT_DEADLINE_SECS,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS,
             readiness_interval_ms: 100,
-            max_concurrent_requests: 256,
-            rate_limit_per_second: 1000,
-            rate_limit_burst: 200,
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
+            rate_limit_per_second: defaults::RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: defaults::RATE_LIMIT_BURST,
         }
     }
 
@@ -155,7 +195,7 @@ impl ServerConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryConfig {
     /// `text` for people, `json` for log collectors.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = "LOG_FORMAT", default_value = defaults::LOG_FORMAT)]
     pub log_format: LogFormat,
 }
 
@@ -176,11 +216,11 @@ pub struct DatabaseConfig {
     pub database_url: String,
 
     /// Largest number of pooled connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
 
     /// Run the embedded migrations at start.
-    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = defaults::MIGRATE_ON_START, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 }
 
@@ -190,8 +230,8 @@ impl DatabaseConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             database_url: url.into(),
-            database_max_connections: 10,
-            migrate_on_start: true,
+            database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
+            migrate_on_start: defaults::MIGRATE_ON_START,
         }
     }
 }
@@ -200,11 +240,11 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsConfig {
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "NATS_URL", default_value = defaults::NATS_URL)]
     pub nats_url: String,
 
     /// Replicas of the streams this service provisions (3 on a production cluster).
-    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = defaults::NATS_STREAM_REPLICAS)]
     pub nats_stream_replicas: usize,
 }
 
@@ -214,7 +254,85 @@ impl NatsConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             nats_url: url.into(),
-            nats_stream_replicas: 1,
+            nats_stream_replicas: defaults::NATS_STREAM_REPLICAS,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::Args as _;
+
+    use super::*;
+
+    /// The README's configuration table, as (variable, default) pairs.
+    fn readme_defaults() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("## Configuration (every service)")
+            .nth(1)
+            .expect("the README has a configuration section");
+        let mut pairs = Vec::new();
+        for row in table.lines().skip_while(|l| !l.starts_with('|')) {
+            let Some(row) = row.strip_prefix('|') else {
+                break;
+            };
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let names = cells[0].split(", ").map(|n| n.trim_matches('`'));
+            let values = cells[1].split(", ").map(|v| v.trim_matches('`'));
+            pairs.extend(names.zip(values).map(|(n, v)| (n.to_owned(), v.to_owned())));
+        }
+        pairs
+    }
+
+    /// The README's way of writing a value, in the flags' terms.
+    fn normalise(value: &str) -> String {
+        match value.strip_suffix(" MiB") {
+            Some(mib) => (mib.parse::<usize>().unwrap() * 1024 * 1024).to_string(),
+            None => value.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_readme_states_the_flags_defaults() {
+        let server = ServerConfig::augment_args(clap::Command::new("service"));
+        let command = [
+            DatabaseConfig::augment_args,
+            NatsConfig::augment_args,
+            TelemetryConfig::augment_args,
+        ]
+        .into_iter()
+        .fold(server.clone(), |command, augment| augment(command));
+        let mut checked = std::collections::HashSet::new();
+        for (name, readme) in readme_defaults() {
+            let Some(arg) = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|env| env == name.as_str()))
+            else {
+                continue; // not a flag (RUST_LOG)
+            };
+            let Some(default) = arg.get_default_values().first() else {
+                continue; // required (DATABASE_URL)
+            };
+            let default = default.to_string_lossy();
+            assert_eq!(normalise(&readme), default, "README default of {name}");
+            checked.insert(name);
+        }
+        for arg in server.get_arguments() {
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert!(checked.contains(env), "{env} is not in the README's table");
+        }
+        assert!(checked.contains("MIGRATE_ON_START") && checked.contains("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn ephemeral_keeps_the_protection_defaults() {
+        let cfg = ServerConfig::ephemeral();
+        let protection = cfg.protection();
+        let resilience = shop_resilience::server::ServerConfig::default();
+        assert_eq!(protection, resilience);
+        cfg.validate().unwrap();
     }
 }

@@ -6,15 +6,21 @@
 //! counted with its error. A body dropped before its end (the client went away) counts as
 //! `Cancelled`; one that ends without trailers as `Unknown`. Latency and the in-flight gauge
 //! cover the whole call, to its last frame.
+//!
+//! Labels name only methods the server serves ([`KnownMethods`], read from the descriptor sets
+//! at start): any other path, however many a caller makes up, lands in the one
+//! `grpc_service="unknown", grpc_method="unknown"` series, so the number of series stays bounded
+//! by the contracts and not by what callers send (rate-limited and shed calls included).
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
 use futures::future::BoxFuture;
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use http_body::Frame;
 use pin_project_lite::pin_project;
 use tracing::Instrument as _;
@@ -24,17 +30,71 @@ use crate::{
     request_id::RequestId,
 };
 
+/// The label value of every path that is not a served method.
+pub const UNKNOWN: &str = "unknown";
+
+/// The gRPC methods a server serves, with their metric labels, searched by path.
+#[derive(Debug, Clone, Default)]
+pub struct KnownMethods {
+    /// `/pkg.Service/Method` and its labels, sorted by path.
+    paths: Arc<[(Box<str>, MethodLabels)]>,
+}
+
+impl KnownMethods {
+    /// Every method of the services named in `services` found in `descriptor_sets` (encoded
+    /// `FileDescriptorSet`s).
+    pub fn new(
+        descriptor_sets: &[&[u8]],
+        services: &[&str],
+    ) -> Result<Self, prost_reflect::DescriptorError> {
+        let mut paths = Vec::new();
+        for set in descriptor_sets {
+            let pool = prost_reflect::DescriptorPool::decode(*set)?;
+            for service in pool
+                .services()
+                .filter(|s| services.contains(&s.full_name()))
+            {
+                for method in service.methods() {
+                    let path = format!("/{}/{}", service.full_name(), method.name());
+                    let labels = MethodLabels {
+                        grpc_service: service.full_name().to_owned(),
+                        grpc_method: method.name().to_owned(),
+                    };
+                    paths.push((path.into_boxed_str(), labels));
+                }
+            }
+        }
+        paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        paths.dedup_by(|a, b| a.0 == b.0);
+        Ok(Self {
+            paths: paths.into(),
+        })
+    }
+
+    /// The labels of `path`: its service and method if served, else [`UNKNOWN`] for both.
+    fn labels(&self, path: &str) -> MethodLabels {
+        match self.paths.binary_search_by(|(p, _)| (**p).cmp(path)) {
+            Ok(found) => self.paths[found].1.clone(),
+            Err(_) => MethodLabels {
+                grpc_service: UNKNOWN.to_owned(),
+                grpc_method: UNKNOWN.to_owned(),
+            },
+        }
+    }
+}
+
 /// Wraps each call in a span and records its outcome.
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     metrics: Metrics,
+    methods: KnownMethods,
 }
 
 impl ObserveLayer {
-    /// Records into `metrics`.
+    /// Records into `metrics`, labelling calls to `methods` by method and the rest as unknown.
     #[must_use]
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Metrics, methods: KnownMethods) -> Self {
+        Self { metrics, methods }
     }
 }
 
@@ -45,6 +105,7 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -54,38 +115,21 @@ impl<S> tower_layer::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Metrics,
+    methods: KnownMethods,
 }
 
 // === impl Observe ===
 
-/// Splits `/pkg.Service/Method` into its two parts.
-fn split_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((service, method)) => (service.to_owned(), method.to_owned()),
-        None => (trimmed.to_owned(), String::new()),
-    }
-}
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
 /// The name of the status code in `headers`, if they carry one.
 fn code_name(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(GRPC_STATUS)?;
-    let code = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Unknown, tonic::Code::from_i32);
-    Some(format!("{code:?}"))
+    shop_resilience::classify::status_code(headers).map(|code| format!("{code:?}"))
 }
 
 /// A call not counted yet: counted once, with its final code, by [`Pending::finish`], or as
 /// `Cancelled` if it is dropped first (the client went away before the end).
 struct Pending {
     metrics: Metrics,
-    service: String,
-    method: String,
+    labels: MethodLabels,
     started: Instant,
     counted: bool,
 }
@@ -110,16 +154,13 @@ impl Pending {
         tracing::debug!(grpc.code = %code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
         self.metrics
             .latency
-            .get_or_create(&MethodLabels {
-                grpc_service: self.service.clone(),
-                grpc_method: self.method.clone(),
-            })
+            .get_or_create(&self.labels)
             .observe(elapsed.as_secs_f64());
         self.metrics
             .handled
             .get_or_create(&CallLabels {
-                grpc_service: self.service.clone(),
-                grpc_method: self.method.clone(),
+                grpc_service: self.labels.grpc_service.clone(),
+                grpc_method: self.labels.grpc_method.clone(),
                 grpc_code: code,
             })
             .inc();
@@ -185,16 +226,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let labels = self.methods.labels(request.uri().path());
         let request_id = request
             .extensions()
             .get::<RequestId>()
-            .map(|id| id.0.clone())
+            .and_then(|id| id.header_value().to_str().ok())
             .unwrap_or_default();
         let span = tracing::info_span!(
             "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = %labels.grpc_service,
+            rpc.method = %labels.grpc_method,
             request_id = %request_id,
         );
         let future = {
@@ -204,8 +245,7 @@ where
         self.metrics.in_flight.inc();
         let pending = Pending {
             metrics: self.metrics.clone(),
-            service,
-            method,
+            labels,
             started: Instant::now(),
             counted: false,
         };
@@ -252,6 +292,53 @@ mod tests {
 
     use super::*;
 
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+    /// A descriptor set with one service, `shop.test.v1.TestService`, and the methods the tests
+    /// call.
+    fn test_methods() -> KnownMethods {
+        use prost::Message as _;
+        use prost_types::{
+            FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+        };
+        let method = |name: &str| MethodDescriptorProto {
+            name: Some(name.to_owned()),
+            input_type: Some(".google.protobuf.Empty".to_owned()),
+            output_type: Some(".google.protobuf.Empty".to_owned()),
+            ..Default::default()
+        };
+        let empty = prost_types::DescriptorProto {
+            name: Some("Empty".to_owned()),
+            ..Default::default()
+        };
+        let set = FileDescriptorSet {
+            file: vec![
+                FileDescriptorProto {
+                    name: Some("google/protobuf/empty.proto".to_owned()),
+                    package: Some("google.protobuf".to_owned()),
+                    message_type: vec![empty],
+                    ..Default::default()
+                },
+                FileDescriptorProto {
+                    name: Some("test.proto".to_owned()),
+                    package: Some("shop.test.v1".to_owned()),
+                    dependency: vec!["google/protobuf/empty.proto".to_owned()],
+                    service: vec![ServiceDescriptorProto {
+                        name: Some("TestService".to_owned()),
+                        method: ["Missing", "Watch", "Get", "Abandoned"]
+                            .into_iter()
+                            .map(method)
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        };
+        let bytes = set.encode_to_vec();
+        KnownMethods::new(&[&bytes], &["shop.test.v1.TestService"]).unwrap()
+    }
+
     type Frames =
         StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
@@ -281,7 +368,7 @@ mod tests {
             }
             async move { Ok::<_, Infallible>(response) }
         });
-        ObserveLayer::new(metrics.clone()).layer(inner)
+        ObserveLayer::new(metrics.clone(), test_methods()).layer(inner)
     }
 
     fn request(method: &str) -> Request<()> {
@@ -367,14 +454,17 @@ mod tests {
     }
 
     #[test]
-    fn splits_grpc_paths() {
-        assert_eq!(
-            split_path("/shop.catalog.v1.CatalogService/GetProduct"),
-            (
-                "shop.catalog.v1.CatalogService".to_owned(),
-                "GetProduct".to_owned()
-            )
-        );
-        assert_eq!(split_path("/odd"), ("odd".to_owned(), String::new()));
+    fn labels_only_known_methods() {
+        let methods = test_methods();
+        let get = methods.labels("/shop.test.v1.TestService/Get");
+        assert_eq!(get.grpc_service, "shop.test.v1.TestService");
+        assert_eq!(get.grpc_method, "Get");
+        for path in ["/shop.test.v1.TestService/Nope", "/odd", "", "/x/y/z"] {
+            let labels = methods.labels(path);
+            assert_eq!(
+                (labels.grpc_service.as_str(), labels.grpc_method.as_str()),
+                (UNKNOWN, UNKNOWN)
+            );
+        }
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! 1. [`RequestIdLayer`]: first, so every log line and metric below can name the call.
 //! 2. [`ObserveLayer`]: span + metrics around everything the call costs, so shed and
-//!    rate-limited calls show in the metrics too.
+//!    rate-limited calls show in the metrics too; labelled by the methods this server serves
+//!    (read from the descriptor sets), every other path as `unknown`.
 //! 3. `shop_resilience::server::ServerLayer`: the caller's deadline (`grpc-timeout`) becomes
 //!    `shop_resilience::deadline::current()` for the handler and the calls it makes; then the
 //!    per-caller rate limit (GCRA), so a noisy caller is refused before it takes a concurrency
@@ -40,7 +41,7 @@ use crate::{
     RuntimeError, admin,
     config::ServerConfig,
     metrics::Metrics,
-    observe::ObserveLayer,
+    observe::{KnownMethods, ObserveLayer},
     readiness::{CheckRole, Readiness, ReadinessCheck},
     request_id::RequestIdLayer,
     validation::{RequestValidator, ValidationLayer},
@@ -140,6 +141,7 @@ impl GrpcServerBuilder {
             self.descriptor_set,
             self.config.max_message_bytes,
         )?;
+        let methods = known_methods(self.descriptor_set, &self.service_names)?;
         let grpc_listener = bind(self.config.grpc_addr).await?;
         let admin_listener = bind(self.config.admin_addr).await?;
         let grpc_addr = local_addr(&grpc_listener)?;
@@ -184,10 +186,40 @@ impl GrpcServerBuilder {
             routes: routes.routes(),
             readiness,
             validator,
+            methods,
             metrics: self.metrics,
             stopping: self.stopping,
         })
     }
+}
+
+/// The services every server answers besides the service's own.
+const STANDARD_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Every method this server answers, for bounded metric labels.
+fn known_methods(
+    descriptor_set: &[u8],
+    service_names: &[String],
+) -> Result<KnownMethods, RuntimeError> {
+    let services: Vec<&str> = service_names
+        .iter()
+        .map(String::as_str)
+        .chain(STANDARD_SERVICES)
+        .collect();
+    KnownMethods::new(
+        &[
+            descriptor_set,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ],
+        &services,
+    )
+    .map_err(|err| RuntimeError::Descriptor(err.to_string()))
 }
 
 /// Reflection over every contract (so clients resolve any type), advertising only the
@@ -198,13 +230,12 @@ fn reflection<'a>(
 ) -> tonic_reflection::server::Builder<'a> {
     let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
-    service_names.iter().fold(builder, |builder, name| {
-        builder.with_service_name(name.clone())
-    })
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    STANDARD_SERVICES
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(service_names.iter().cloned())
+        .fold(builder, |builder, name| builder.with_service_name(name))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
@@ -230,6 +261,7 @@ pub struct GrpcServer {
     routes: Routes,
     readiness: Arc<Readiness>,
     validator: RequestValidator,
+    methods: KnownMethods,
     metrics: Metrics,
     stopping: CancellationToken,
 }
@@ -300,7 +332,10 @@ impl GrpcServer {
 
         let layers = tower::ServiceBuilder::new()
             .layer(RequestIdLayer)
-            .layer(ObserveLayer::new(self.metrics.clone()))
+            .layer(ObserveLayer::new(
+                self.metrics.clone(),
+                self.methods.clone(),
+            ))
             .layer(shop_resilience::server::ServerLayer::new(
                 &self.config.protection(),
             ))

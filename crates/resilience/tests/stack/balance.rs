@@ -143,3 +143,57 @@ async fn callers_parked_before_resolution_are_all_dispatched() {
     assert!(ok > 0, "no call reached the server");
     server.stop().await;
 }
+
+/// With the default config (no fixed attempt timeout), a blackholed endpoint beside a healthy
+/// one is ejected, and calls succeed meanwhile: each attempt of a retryable call gets a share of
+/// the deadline, so an attempt to the blackhole times out, counts against it and leaves time
+/// for a retry. Only a call whose three attempts all drew the blackhole can fail, and that can
+/// happen once at most before the fifth failure ejects it (an attempt that took the whole
+/// deadline would fail its call every time). Once ejected, every call lands on the healthy
+/// server.
+#[tokio::test]
+async fn a_blackholed_endpoint_is_ejected_under_the_default_config() {
+    tokio::time::timeout(Duration::from_secs(60), eject_blackholed_by_default())
+        .await
+        .expect("test timed out");
+}
+
+async fn eject_blackholed_by_default() {
+    let healthy = TestServer::start().await;
+    let hidden = TestServer::start().await;
+    let proxy = FaultProxy::start(hidden.addr).await.unwrap();
+    let addrs = vec![healthy.addr, proxy.addr()];
+    let mut config = DependencyConfig::new("status", Endpoints::Static(addrs));
+    config.retry.idempotent_methods = ["/test.Status/*".to_owned()].into();
+    // Only ejection is under test: a breaker opening on the timeouts would hide it.
+    config.breaker.consecutive_failures = u32::MAX;
+    config.breaker.min_calls = u32::MAX;
+    assert_eq!(config.endpoint, EndpointConfig::default());
+    let channel = client::connect(&config).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(support::call(&channel, GET).await, Code::Ok);
+    }
+    assert!(hidden.knobs.calls() > 0, "both endpoints were in use");
+
+    proxy.set(Fault::Blackhole);
+    let mut codes = Vec::new();
+    while channel.ejected_endpoints() == 0 && codes.len() < 40 {
+        codes.push(support::call(&channel, GET).await);
+    }
+    assert_eq!(channel.ejected_endpoints(), 1, "never ejected: {codes:?}");
+    let failed = codes.iter().filter(|c| **c != Code::Ok).count();
+    assert!(failed <= 1, "calls failed while it was ejected: {codes:?}");
+
+    let before = healthy.knobs.calls();
+    for _ in 0..20 {
+        assert_eq!(support::call(&channel, GET).await, Code::Ok);
+    }
+    assert_eq!(
+        healthy.knobs.calls() - before,
+        20,
+        "every call on the healthy server"
+    );
+    drop(proxy);
+    healthy.stop().await;
+    hidden.stop().await;
+}

@@ -145,3 +145,62 @@ async fn handlers_see_the_incoming_deadline() {
     );
     server.stop().await;
 }
+
+/// A caller over its quota gets RESOURCE_EXHAUSTED with QuotaFailure and RetryInfo details, and
+/// its breaker stays closed: the dependency is healthy, the caller is too fast. A plain
+/// RESOURCE_EXHAUSTED (a server out of capacity) still opens it.
+#[tokio::test]
+async fn our_own_rate_limit_does_not_open_the_callers_breaker() {
+    use shop_resilience::balance::Endpoints;
+    use shop_resilience::breaker::BreakerState;
+    use shop_resilience::client::{self, DependencyConfig};
+    use tonic_types::StatusExt as _;
+
+    let config = ServerConfig {
+        max_concurrent: 64,
+        rate_limit: Some(RateLimitConfig {
+            per_second: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+            ..RateLimitConfig::default()
+        }),
+    };
+    let limited = TestServer::start_with(ServerLayer::new(&config)).await;
+    let dependency = DependencyConfig::new("status", Endpoints::Static(vec![limited.addr]));
+    let channel = client::connect(&dependency).await.unwrap();
+    let mut throttled = 0;
+    for _ in 0..20 {
+        let response = channel
+            .clone()
+            .oneshot(support::request("/test.Status/Get"))
+            .await
+            .unwrap();
+        let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+            continue; // OK: no status in the headers
+        };
+        if status.code() == Code::Ok {
+            continue;
+        }
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let retry = status.get_details_retry_info().expect("RetryInfo detail");
+        assert!(
+            retry
+                .retry_delay
+                .is_some_and(|d| d <= Duration::from_secs(1))
+        );
+        assert!(status.get_details_quota_failure().is_some(), "QuotaFailure");
+        throttled += 1;
+    }
+    assert!(throttled >= 15, "the quota of 1/s throttles: {throttled}");
+    assert_eq!(channel.breaker().state(), BreakerState::Closed);
+
+    let exhausted = TestServer::start().await;
+    exhausted.knobs.answer(Code::ResourceExhausted);
+    let dependency = DependencyConfig::new("status", Endpoints::Static(vec![exhausted.addr]));
+    let channel = client::connect(&dependency).await.unwrap();
+    for _ in 0..10 {
+        support::call(&channel, "/test.Status/Get").await;
+    }
+    assert_eq!(channel.breaker().state(), BreakerState::Open);
+    limited.stop().await;
+    exhausted.stop().await;
+}
