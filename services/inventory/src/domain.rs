@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The stock level of one product. `updated_at` is `None` for a product never stocked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stock {
     pub product_id: Uuid,
     pub on_hand: i64,

@@ -56,7 +56,7 @@ fn stock_to_pb(stock: Stock) -> pb::Stock {
     }
 }
 
-fn reservation_to_pb(reservation: Reservation) -> pb::Reservation {
+fn reservation_to_pb(reservation: &Reservation) -> pb::Reservation {
     pb::Reservation {
         reservation_id: reservation.id.to_string(),
         order_id: reservation.order_id.to_string(),
@@ -161,7 +161,7 @@ impl InventoryService for InventoryGrpc {
         let new = new_reservation(request.get_ref())?;
         let reservation = self.store.reserve(&new, self.reservation_ttl_secs).await?;
         Ok(Response::new(pb::ReserveResponse {
-            reservation: Some(reservation_to_pb(reservation)),
+            reservation: Some(reservation_to_pb(&reservation)),
         }))
     }
 
@@ -176,7 +176,7 @@ impl InventoryService for InventoryGrpc {
         };
         let reservation = self.store.finish(id, finish).await?;
         Ok(Response::new(pb::ReleaseResponse {
-            reservation: Some(reservation_to_pb(reservation)),
+            reservation: Some(reservation_to_pb(&reservation)),
         }))
     }
 
@@ -187,7 +187,7 @@ impl InventoryService for InventoryGrpc {
         let id = parse_id("reservation_id", &request.get_ref().reservation_id)?;
         let reservation = self.store.finish(id, Finish::Commit).await?;
         Ok(Response::new(pb::CommitResponse {
-            reservation: Some(reservation_to_pb(reservation)),
+            reservation: Some(reservation_to_pb(&reservation)),
         }))
     }
 }
