@@ -97,6 +97,15 @@ impl PgInventoryStore {
         };
         let lines = new.sorted_lines();
         let (ids, quantities) = columns(&lines);
+        // A sold-out hot product refuses without queueing for its row lock: refusing on a
+        // committed state read now is as correct as refusing after the lock, and it keeps the
+        // lock queue to the calls that can succeed.
+        let seen = available(&mut tx, &ids).await?;
+        let short = shortfalls(&new.lines, &seen);
+        if !short.is_empty() {
+            tx.rollback().await?;
+            return Err(InventoryError::ShortOfStock(short));
+        }
         let locked = lock_stock(&mut tx, &ids).await?;
         let before: HashMap<Uuid, i64> = locked.iter().map(|(k, v)| (*k, v.available)).collect();
         let short = shortfalls(&new.lines, &before);
@@ -266,6 +275,19 @@ async fn lines_of(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Line>, Invent
             quantity,
         })
         .collect())
+}
+
+/// The available units of `ids` as committed now, without locking.
+async fn available(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, InventoryError> {
+    let rows: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT product_id, available FROM stock WHERE product_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// `lines` as the two arrays `unnest` takes.

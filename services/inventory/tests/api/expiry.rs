@@ -96,6 +96,12 @@ async fn an_expired_reservation_is_released_once_and_announced_once() {
     assert_eq!(events[0].order_id, abandoned.order_id);
     assert_eq!(events[0].reason, inventory::events::REASON_EXPIRED);
     assert_eq!(events[0].lines, abandoned.lines);
+    // Released at expiry, not before it: the database's clock decides both instants.
+    let at = events[0].occurred_at.unwrap();
+    assert!(
+        (at.seconds, at.nanos) >= (expires.seconds, expires.nanos),
+        "released at {at:?}, before its expiry {expires:?}"
+    );
     assert_conserved(&app.db).await;
     app.shutdown().await;
 }
