@@ -19,11 +19,13 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub client: InventoryServiceClient<Channel>,
+    pub channel: Channel,
+    pub admin_addr: std::net::SocketAddr,
     /// A direct connection to the service's database, for checks behind the API.
     pub db: PgPool,
     pub js: jetstream::Context,
     _postgres: Postgres,
-    _nats: Nats,
+    pub nats: Nats,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), shop_runtime::RuntimeError>>>,
 }
@@ -49,6 +51,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let app = App::build(config).await.expect("inventory builds");
     let addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -63,11 +66,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("nats connects");
     TestApp {
-        client: InventoryServiceClient::new(channel),
+        client: InventoryServiceClient::new(channel.clone()),
+        channel,
+        admin_addr,
         db,
         js,
         _postgres: postgres,
-        _nats: nats,
+        nats,
         stop: Some(stop),
         task: Some(task),
     }

@@ -6,6 +6,7 @@
 
 mod contention;
 mod expiry;
+mod health;
 mod helpers;
 mod idempotency;
 mod low_stock;
