@@ -63,11 +63,13 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec::new("catalog", 50052, 9102)
         .with_database()
         .with_nats(),
+    ServiceSpec::new("inventory", 50053, 9103)
+        .with_database()
+        .with_nats(),
     ServiceSpec::new("notifications", 50057, 9107)
         .with_database()
         .with_nats(),
     // Still to come; uncomment as each crate lands:
-    // ServiceSpec::new("inventory", 50053, 9103).with_database().with_nats(),
     // ServiceSpec::new("orders", 50054, 9104).with_database().with_nats(),
     // ServiceSpec::new("payments", 50055, 9105).with_database().with_nats(),
     // ServiceSpec::new("shipping", 50056, 9106).with_database().with_nats(),

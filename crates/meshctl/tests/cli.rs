@@ -2,7 +2,7 @@
 //! ports, then `status`, `demo`, `load` and `down`, checking that every process is gone at the
 //! end.
 //!
-//! `up` runs `cargo build -p identity -p catalog -p notifications` itself, exactly as an
+//! `up` runs `cargo build -p identity -p catalog -p inventory -p notifications` itself, exactly as an
 //! operator's `meshctl up` does: cargo does not build the binaries of dependencies, so a
 //! dev-dependency on the service crates would not provide them. When the binaries are fresh
 //! (after `cargo nextest run --workspace` built them) that build is a no-op check.
@@ -66,21 +66,21 @@ fn up_status_demo_down() {
         "--nats-port".into(),
         port(),
     ];
-    for name in ["identity", "catalog", "notifications"] {
+    for name in ["identity", "catalog", "inventory", "notifications"] {
         up.extend(["--port".into(), format!("{name}={}:{}", port(), port())]);
     }
     let up: Vec<&str> = up.iter().map(String::as_str).collect();
     assert!(dir.meshctl(&up).status.success(), "up --detach failed");
 
     let state = MeshState::load(dir.0.path()).unwrap().expect("state.json");
-    assert_eq!(state.services.len(), 3);
+    assert_eq!(state.services.len(), 4);
     assert!(state.supervisor_pid.is_none());
 
     let status = dir.meshctl(&["status"]);
     assert!(status.status.success(), "status");
     let table = String::from_utf8_lossy(&status.stdout);
-    // Every service's `/metrics` answered (no `?`); none of these three calls another service.
-    for service in ["identity", "catalog", "notifications"] {
+    // Every service's `/metrics` answered (no `?`); none of these four calls another service.
+    for service in ["identity", "catalog", "inventory", "notifications"] {
         let row = table
             .lines()
             .find(|l| l.starts_with(service))
