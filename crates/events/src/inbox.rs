@@ -17,31 +17,49 @@
 //!
 //! ## Schema
 //!
-//! [`MIGRATION_SQL`] (`crates/events/migrations/inbox.sql`) is idempotent DDL. A service runs it
-//! with [`migrate`] right after its own `sqlx::migrate!()` when `MIGRATE_ON_START` is set; it
-//! is kept out of the service's sqlx migrator so that version numbers never collide.
+//! [`MIGRATOR`] holds the table's versioned sqlx migrations (`crates/events/migrations`, in
+//! the range 1_001_000..1_002_000 reserved for this crate, so they never collide with a
+//! service's own `0001_...` files in the shared `_sqlx_migrations` table). A service runs it
+//! together with its own migrator (`shop_runtime::db::migrate_with`); [`migrate`] runs it
+//! alone.
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::EventsError;
 
-/// DDL of the `inbox` table (idempotent).
-pub const MIGRATION_SQL: &str = include_str!("../migrations/inbox.sql");
+/// The inbox's versioned migrations (`crates/events/migrations`, versions 1_001_000 to
+/// 1_001_999). A service lists it beside its own migrator:
+/// `db::migrate_with(&pool, &MIGRATOR, &[&shop_events::inbox::MIGRATOR], patience)`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Creates the `inbox` table if missing. Safe to run from many replicas at once (serialized by
-/// an advisory lock) and at every start.
+/// Applies [`MIGRATOR`] on its own (tests, tools, a database without a service migrator).
+/// Versions of other migrators already in `_sqlx_migrations` are left alone; sqlx's migration
+/// lock makes it safe from many replicas at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), EventsError> {
-    let mut tx = pool.begin().await?;
-    // Concurrent CREATE TABLE IF NOT EXISTS can still collide on the catalog; serialize.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('shop-events-inbox'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(MIGRATION_SQL).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+    let migrate = async {
+        let mut migrator = Migrator::new(Resolved(MIGRATOR.iter().cloned().collect())).await?;
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await
+    };
+    migrate
+        .await
+        .map_err(|e| EventsError::Inbox(sqlx::Error::Migrate(Box::new(e))))
+}
+
+/// Migrations already resolved (from [`MIGRATOR`]), as a source for a migrator of our own.
+#[derive(Debug)]
+struct Resolved(Vec<Migration>);
+
+impl MigrationSource<'static> for Resolved {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
 }
 
 /// The inbox of one durable consumer.

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! - [`store`] has the table ([`MIGRATION_SQL`], [`migrate`]), [`add`], [`lag`],
+//! - [`store`] has the table's migrations ([`MIGRATOR`], [`migrate`]), [`add`], [`lag`],
 //!   [`purge_published`], [`republish`].
 //! - [`relay`] has [`Relay`] and [`RelayConfig`].
 //!
@@ -22,6 +22,5 @@ pub mod store;
 pub use error::OutboxError;
 pub use relay::{Relay, RelayConfig};
 pub use store::{
-    MIGRATION_SQL, NOTIFY_CHANNEL, OutboxLag, add, add_encoded, lag, migrate, purge_published,
-    republish,
+    MIGRATOR, NOTIFY_CHANNEL, OutboxLag, add, add_encoded, lag, migrate, purge_published, republish,
 };

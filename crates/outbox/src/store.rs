@@ -4,27 +4,45 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use shop_events::{EncodedEvent, EventEnvelope};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::OutboxError;
 
-/// DDL of the `outbox` table (idempotent).
-pub const MIGRATION_SQL: &str = include_str!("../migrations/outbox.sql");
+/// The outbox's versioned migrations (`crates/outbox/migrations`, versions 1_002_000 to
+/// 1_002_999). A service lists it beside its own migrator:
+/// `db::migrate_with(&pool, &MIGRATOR, &[&shop_outbox::MIGRATOR], patience)`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The channel `add` notifies and the relay listens on.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
 
-/// Creates the `outbox` table if missing; safe from many replicas at once and at every start.
+/// Applies [`MIGRATOR`] on its own (tests, tools, a database without a service migrator).
+/// Versions of other migrators already in `_sqlx_migrations` are left alone; sqlx's migration
+/// lock makes it safe from many replicas at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), OutboxError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('shop-outbox'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(MIGRATION_SQL).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+    let migrate = async {
+        let mut migrator = Migrator::new(Resolved(MIGRATOR.iter().cloned().collect())).await?;
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await
+    };
+    migrate
+        .await
+        .map_err(|e| OutboxError::Database(sqlx::Error::Migrate(Box::new(e))))
+}
+
+/// Migrations already resolved (from [`MIGRATOR`]), as a source for a migrator of our own.
+#[derive(Debug)]
+struct Resolved(Vec<Migration>);
+
+impl MigrationSource<'static> for Resolved {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
 }
 
 /// Writes `event` to the outbox inside the caller's transaction and notifies the relay (the

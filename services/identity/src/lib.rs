@@ -32,6 +32,9 @@ pub use error::IdentityError;
 /// The migrations of the identity database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The shared libraries' tables in the identity database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_outbox::MIGRATOR];
+
 /// A bound identity service and its outbox relay.
 pub struct App {
     server: GrpcServer,
@@ -71,8 +74,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_outbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
         let store = store::PgIdentityStore::new(pool.clone());

@@ -36,6 +36,9 @@ pub use error::NotificationsError;
 /// The migrations of the notifications database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The shared libraries' tables in the notifications database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_events::inbox::MIGRATOR];
+
 /// Why the notifications service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,8 +73,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_events::inbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "notifications").await?;
         let (updates, _) = broadcast::channel(fanout::WATCH_BUFFER);
