@@ -41,6 +41,7 @@ pub struct App {
     pool: sqlx::PgPool,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    outbox_metrics: shop_outbox::RelayMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -83,7 +84,13 @@ impl App {
             .map_err(StartError::SigningKey)?;
         let service = grpc::IdentityGrpc::new(store, signer);
         let max_message = config.server.max_message_bytes;
-        let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
+        let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
+        let outbox_metrics = shop_outbox::RelayMetrics::default();
+        builder
+            .metrics()
+            .with_registry(|registry| outbox_metrics.register(registry));
+        let server = builder
             .add_service(
                 IdentityServiceServer::new(service)
                     .max_decoding_message_size(max_message)
@@ -98,6 +105,7 @@ impl App {
             pool,
             js,
             replicas: config.nats.nats_stream_replicas,
+            outbox_metrics,
         })
     }
 
@@ -123,6 +131,7 @@ impl App {
             self.js,
             self.pool,
             self.replicas,
+            self.outbox_metrics,
             stop.clone(),
         ));
         self.server
