@@ -160,8 +160,9 @@ pub fn render(rows: &[Row]) -> String {
                 r.health.clone(),
                 r.ready.clone(),
                 if r.up { "up" } else { "DOWN" }.to_owned(),
-                r.breakers.clone(),
                 r.outbox_parked.clone(),
+                // Last: the widest, and scripts read it at the line's end.
+                r.breakers.clone(),
             ]
         })
         .collect();
@@ -173,8 +174,8 @@ pub fn render(rows: &[Row]) -> String {
             "grpc health",
             "readyz",
             "state",
-            "breakers",
             "outbox parked",
+            "breakers",
         ],
         &cells,
     )

@@ -5,4 +5,5 @@
 
 mod accounts;
 mod helpers;
+mod outbox;
 mod tokens;
