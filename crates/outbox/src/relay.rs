@@ -5,21 +5,30 @@
 //! acked rows published in the same transaction. A relay killed mid-batch rolls back: its rows
 //! are claimed again and republished under the same `Nats-Msg-Id`, which JetStream's duplicate
 //! window drops (and consumers' inboxes would absorb after the window).
+//!
+//! A row the server refuses for itself ([`crate::classify`]: too large, invalid subject, no
+//! stream for its subject) does not stop the batch: its attempt is counted, it waits
+//! `retry_delay` (doubling) before it is claimed again, and after `park_after` attempts it
+//! moves to `outbox_dead_letters`. Connection trouble never counts: the pass ends and the relay
+//! backs off, the rows waiting as they were.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use futures::FutureExt;
 use futures::future::join_all;
-use shop_events::EventPublisher;
-use sqlx::PgPool;
+use shop_events::{EventPublisher, EventsError};
 use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::OutboxError;
-use crate::store::{self, NOTIFY_CHANNEL};
+use crate::classify::{Failure, classify, confirm_no_stream};
+use crate::metrics::RelayMetrics;
+use crate::store::{self, Claimed, NOTIFY_CHANNEL};
 
 /// Relay tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +45,13 @@ pub struct RelayConfig {
     pub retention: Option<Duration>,
     /// How often the retention cleanup runs.
     pub cleanup_interval: Duration,
+    /// Attempts the server refuses a row for itself before the row is parked in
+    /// `outbox_dead_letters` (at least 1). Connection trouble never counts.
+    pub park_after: u32,
+    /// Wait before a refused row is tried again; doubles with each attempt, up to 64 times.
+    pub retry_delay: Duration,
+    /// How often the [`RelayMetrics`] gauges are read from the database.
+    pub metrics_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -47,7 +63,17 @@ impl Default for RelayConfig {
             max_backoff: Duration::from_secs(5),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             cleanup_interval: Duration::from_secs(600),
+            park_after: 5,
+            retry_delay: Duration::from_secs(2),
+            metrics_interval: Duration::from_secs(15),
         }
+    }
+}
+
+impl RelayConfig {
+    /// The wait after a row's `attempts`-th refusal.
+    fn retry_after(&self, attempts: u32) -> Duration {
+        self.retry_delay * 2u32.pow(attempts.saturating_sub(1).min(6))
     }
 }
 
@@ -58,6 +84,32 @@ pub struct Relay {
     pool: PgPool,
     publisher: EventPublisher,
     config: RelayConfig,
+    metrics: RelayMetrics,
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+struct Pass {
+    claimed: usize,
+    published: usize,
+    parked: usize,
+    /// The first connection-type failure; the pass stopped sending there.
+    transient: Option<EventsError>,
+}
+
+// === impl Pass ===
+
+impl Pass {
+    /// An error if the pass met connection trouble (the relay backs off), else itself.
+    fn into_result(self) -> Result<Self, OutboxError> {
+        match self.transient {
+            None => Ok(self),
+            Some(source) => Err(OutboxError::Relay {
+                published: self.published,
+                source,
+            }),
+        }
+    }
 }
 
 // === impl Relay ===
@@ -69,6 +121,7 @@ impl Relay {
             pool,
             publisher,
             config: RelayConfig::default(),
+            metrics: RelayMetrics::default(),
         }
     }
 
@@ -78,9 +131,23 @@ impl Relay {
         self
     }
 
-    /// One pass: claim a batch, publish it, mark what JetStream acked. Returns rows published.
-    /// On a partial failure the acked rows are still marked and the error is returned.
+    /// Keeps `metrics` (registered by the service) up to date while [`Relay::run`] runs.
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// One pass: claim a batch, publish it, mark what JetStream acked, count or park what the
+    /// server refused. Returns rows published. On connection trouble the acked rows are
+    /// still marked and the error is returned.
     pub async fn relay_batch(&self) -> Result<usize, OutboxError> {
+        self.pass()
+            .await
+            .and_then(Pass::into_result)
+            .map(|p| p.published)
+    }
+
+    async fn pass(&self) -> Result<Pass, OutboxError> {
         // Don't lock rows only to wait out publish timeouts while the client is disconnected.
         if self.publisher.jetstream().client().connection_state() != State::Connected {
             return Err(OutboxError::NatsDisconnected);
@@ -89,40 +156,92 @@ impl Relay {
         let rows = store::claim(&mut tx, self.config.batch_size).await?;
         if rows.is_empty() {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(Pass::default());
         }
+        let mut pass = Pass {
+            claimed: rows.len(),
+            ..Pass::default()
+        };
         let mut pending = Vec::with_capacity(rows.len());
-        let mut failure = None;
+        let mut refused = Vec::new();
         for row in &rows {
             match self.publisher.send(&row.event).await {
-                Ok(ack) => pending.push((row.id, ack)),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                Ok(ack) => pending.push((row, ack)),
+                Err(e) => match classify(&e) {
+                    // The rest would wait out the same trouble, one timeout each.
+                    Failure::Transient => {
+                        pass.transient = Some(e);
+                        break;
+                    }
+                    failure => refused.push((row, failure)),
+                },
             }
         }
         let acks = join_all(
             pending
                 .into_iter()
-                .map(|(id, ack)| ack.ack().map(move |r| (id, r))),
+                .map(|(row, ack)| ack.ack().map(move |r| (row, r))),
         );
         let mut published = Vec::with_capacity(rows.len());
-        for (id, result) in acks.await {
+        for (row, result) in acks.await {
             match result {
-                Ok(_) => published.push(id),
-                Err(e) => failure = failure.or(Some(e)),
+                Ok(_) => published.push(row.id),
+                Err(e) => match classify(&e) {
+                    Failure::Transient => pass.transient = pass.transient.or(Some(e)),
+                    failure => refused.push((row, failure)),
+                },
             }
         }
         store::mark_published(&mut tx, &published).await?;
-        tx.commit().await?;
-        match failure {
-            None => Ok(published.len()),
-            Some(source) => Err(OutboxError::Relay {
-                published: published.len(),
-                source,
-            }),
+        pass.published = published.len();
+        let mut lookups = HashMap::new();
+        for (row, failure) in refused {
+            let failure = match failure {
+                Failure::NoResponders => {
+                    let subject = row.event.subject.as_str();
+                    if !lookups.contains_key(subject) {
+                        let js = self.publisher.jetstream();
+                        lookups.insert(subject, confirm_no_stream(js, subject).await);
+                    }
+                    lookups.get(subject).cloned().unwrap_or(Failure::Transient)
+                }
+                other => other,
+            };
+            match failure {
+                Failure::Permanent(reason) => {
+                    pass.parked += usize::from(self.refused(&mut tx, row, &reason).await?);
+                }
+                Failure::Transient | Failure::NoResponders => {
+                    pass.transient = pass.transient.or_else(|| {
+                        Some(EventsError::Envelope(format!(
+                            "no responders for {}, and JetStream did not say why",
+                            row.event.subject
+                        )))
+                    });
+                }
+            }
         }
+        tx.commit().await?;
+        Ok(pass)
+    }
+
+    /// Counts a refusal of `row`; parks it when it has had its attempts. True if parked.
+    async fn refused(
+        &self,
+        tx: &mut PgConnection,
+        row: &Claimed,
+        reason: &str,
+    ) -> Result<bool, OutboxError> {
+        let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
+        if attempts >= self.config.park_after.max(1) {
+            error!(event_id = %row.event.id, subject = %row.event.subject, attempts, reason, "outbox row parked in outbox_dead_letters");
+            store::park(tx, row.id, reason).await?;
+            return Ok(true);
+        }
+        let retry_in = self.config.retry_after(attempts);
+        warn!(event_id = %row.event.id, subject = %row.event.subject, attempts, ?retry_in, reason, "server refused outbox row");
+        store::record_failure(tx, row.id, reason, retry_in).await?;
+        Ok(false)
     }
 
     /// Relays until `shutdown` resolves, waking on notifications from [`crate::add`], on the
@@ -132,19 +251,26 @@ impl Relay {
         let mut listener = self.listen().await;
         let mut backoff = self.config.min_backoff;
         let mut next_cleanup = Instant::now();
+        let mut next_metrics = Instant::now();
         info!(batch_size = self.config.batch_size, "outbox relay started");
         loop {
             if shutdown.clone().now_or_never().is_some() {
                 return Ok(());
             }
-            let wait = match self.relay_batch().await {
-                Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= self.config.batch_size => {
+            let pass = self.pass().await;
+            let parked = pass.as_ref().map_or(0, |p| p.parked);
+            if parked > 0 || next_metrics <= Instant::now() {
+                self.refresh_metrics().await;
+                next_metrics = Instant::now() + self.config.metrics_interval;
+            }
+            let wait = match pass.and_then(Pass::into_result) {
+                Ok(p) if i64::try_from(p.claimed).unwrap_or(i64::MAX) >= self.config.batch_size => {
                     backoff = self.config.min_backoff;
                     continue;
                 }
-                Ok(n) => {
-                    if n > 0 {
-                        debug!(published = n, "outbox batch relayed");
+                Ok(p) => {
+                    if p.published > 0 {
+                        debug!(published = p.published, "outbox batch relayed");
                     }
                     backoff = self.config.min_backoff;
                     self.config.poll_interval
@@ -192,6 +318,12 @@ impl Relay {
                 warn!(error = %e, "LISTEN failed; polling only for now");
                 None
             }
+        }
+    }
+
+    async fn refresh_metrics(&self) {
+        if let Err(e) = self.metrics.refresh(&self.pool).await {
+            warn!(error = %e, "reading outbox metrics failed");
         }
     }
 

@@ -1,30 +1,49 @@
-//! The `outbox` table: writing in the caller's transaction, claiming, lag and retention.
+//! The `outbox` table: writing in the caller's transaction, claiming, lag, retention, and
+//! `outbox_dead_letters` for rows the server keeps refusing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use shop_events::{EncodedEvent, EventEnvelope};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::OutboxError;
 
-/// DDL of the `outbox` table (idempotent).
-pub const MIGRATION_SQL: &str = include_str!("../migrations/outbox.sql");
+/// The outbox's versioned migrations (`crates/outbox/migrations`, versions 1_002_000 to
+/// 1_002_999). A service lists it beside its own migrator:
+/// `db::migrate_with(&pool, &MIGRATOR, &[&shop_outbox::MIGRATOR], patience)`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The channel `add` notifies and the relay listens on.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
 
-/// Creates the `outbox` table if missing; safe from many replicas at once and at every start.
+/// Applies [`MIGRATOR`] on its own (tests, tools, a database without a service migrator).
+/// Versions of other migrators already in `_sqlx_migrations` are left alone; sqlx's migration
+/// lock makes it safe from many replicas at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), OutboxError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('shop-outbox'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(MIGRATION_SQL).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+    let migrate = async {
+        let mut migrator = Migrator::new(Resolved(MIGRATOR.iter().cloned().collect())).await?;
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await
+    };
+    migrate
+        .await
+        .map_err(|e| OutboxError::Database(sqlx::Error::Migrate(Box::new(e))))
+}
+
+/// Migrations already resolved (from [`MIGRATOR`]), as a source for a migrator of our own.
+#[derive(Debug)]
+struct Resolved(Vec<Migration>);
+
+impl MigrationSource<'static> for Resolved {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
 }
 
 /// Writes `event` to the outbox inside the caller's transaction and notifies the relay (the
@@ -61,14 +80,20 @@ pub async fn add_encoded(tx: &mut PgConnection, event: &EncodedEvent) -> Result<
 /// A claimed row.
 pub(crate) struct Claimed {
     pub(crate) id: i64,
+    /// Attempts the server refused so far.
+    pub(crate) attempts: i32,
     pub(crate) event: EncodedEvent,
 }
 
-/// Locks up to `limit` unpublished rows, oldest first, skipping rows other relays hold.
+/// Locks up to `limit` unpublished rows that are due, oldest first, skipping rows other relays
+/// hold. A row the server refused waits until its `next_attempt_at`, so it cannot hold back
+/// the rows behind it.
 pub(crate) async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Claimed>, OutboxError> {
     let rows = sqlx::query(
-        "SELECT id, event_id, subject, event_type, headers::text AS headers, payload \
-         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT id, attempts, event_id, subject, event_type, headers::text AS headers, payload \
+         FROM outbox WHERE published_at IS NULL \
+         AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(tx)
@@ -80,6 +105,7 @@ pub(crate) async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Claim
             let payload: Vec<u8> = row.try_get("payload")?;
             Ok(Claimed {
                 id: row.try_get("id")?,
+                attempts: row.try_get("attempts")?,
                 event: EncodedEvent {
                     id: row.try_get("event_id")?,
                     subject: row.try_get("subject")?,
@@ -102,6 +128,112 @@ pub(crate) async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> Result
         .execute(tx)
         .await?;
     Ok(())
+}
+
+/// Counts an attempt the server refused for the row itself (in the claiming transaction); the
+/// row is not claimed again for `retry_in`.
+pub(crate) async fn record_failure(
+    tx: &mut PgConnection,
+    id: i64,
+    error: &str,
+    retry_in: Duration,
+) -> Result<(), OutboxError> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+         next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(retry_in.as_secs_f64())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a row to `outbox_dead_letters` with `error`, counting this last attempt.
+pub(crate) async fn park(tx: &mut PgConnection, id: i64, error: &str) -> Result<(), OutboxError> {
+    sqlx::query(
+        "WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING \
+           id, event_id, subject, event_type, headers, payload, created_at, attempts) \
+         INSERT INTO outbox_dead_letters \
+           (id, event_id, subject, event_type, headers, payload, created_at, attempts, error) \
+         SELECT id, event_id, subject, event_type, headers, payload, created_at, attempts + 1, $2 \
+         FROM moved",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A row the relay parked: the server refused it `attempts` times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its subject.
+    pub subject: String,
+    /// Its full protobuf type name.
+    pub event_type: String,
+    /// Refused attempts.
+    pub attempts: i32,
+    /// The last refusal.
+    pub error: String,
+}
+
+/// Rows parked in `outbox_dead_letters` (metrics, status).
+pub async fn dead_letter_count(pool: &PgPool) -> Result<i64, OutboxError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox_dead_letters")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Parked rows, oldest first, at most `limit`.
+pub async fn dead_letters(pool: &PgPool, limit: i64) -> Result<Vec<DeadLetter>, OutboxError> {
+    let rows = sqlx::query(
+        "SELECT event_id, subject, event_type, attempts, error FROM outbox_dead_letters \
+         ORDER BY parked_at, id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                event_id: row.try_get("event_id")?,
+                subject: row.try_get("subject")?,
+                event_type: row.try_get("event_type")?,
+                attempts: row.try_get("attempts")?,
+                error: row.try_get("error")?,
+            })
+        })
+        .collect()
+}
+
+/// Moves a parked event back into the outbox (its old id, attempts reset) once its cause is
+/// fixed, and wakes the relay. Returns whether the event id was parked.
+pub async fn requeue_dead_letter(pool: &PgPool, event_id: Uuid) -> Result<bool, OutboxError> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "WITH moved AS (DELETE FROM outbox_dead_letters WHERE event_id = $1 RETURNING \
+           id, event_id, subject, event_type, headers, payload, created_at) \
+         INSERT INTO outbox (id, event_id, subject, event_type, headers, payload, created_at) \
+         OVERRIDING SYSTEM VALUE \
+         SELECT id, event_id, subject, event_type, headers, payload, created_at FROM moved",
+    )
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(moved == 1)
 }
 
 /// How far the relay is behind.
@@ -153,11 +285,14 @@ pub async fn purge_published(
 /// repeat harmless. Returns whether the event id was found.
 pub async fn republish(pool: &PgPool, event_id: Uuid) -> Result<bool, OutboxError> {
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query("UPDATE outbox SET published_at = NULL WHERE event_id = $1")
-        .bind(event_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let updated = sqlx::query(
+        "UPDATE outbox SET published_at = NULL, attempts = 0, last_error = NULL, \
+         next_attempt_at = NULL WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(NOTIFY_CHANNEL)
         .execute(&mut *tx)

@@ -1,5 +1,6 @@
 //! shop-outbox against real PostgreSQL and nats-server processes: crashes of the server and of
-//! relays lose nothing and apply nothing twice.
+//! relays lose nothing and apply nothing twice; a row the server refuses is parked without
+//! holding back the others, and an outage parks nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,11 +8,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
 use shop_events::{
     ConsumerRunner, ConsumerSpec, Delivery, EventEnvelope, EventPublisher, EventsError,
     HandlerError, Handlers, Inbox, StreamSpec, inbox,
 };
-use shop_outbox::{OutboxError, Relay, RelayConfig};
+use shop_outbox::{OutboxError, Relay, RelayConfig, RelayMetrics};
+use shop_testkit::fault_proxy::{Fault, FaultProxy};
 use shop_testkit::{Nats, Postgres, wait_until};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -347,5 +351,186 @@ async fn relay_reports_nats_down_without_claiming() -> Result<()> {
         relay.relay_batch().await.is_ok_and(|n| n == 1)
     })
     .await?;
+    Ok(())
+}
+
+/// Writes an event of its own (not a registration) through the outbox.
+async fn add_event(pool: &PgPool, event: &EventEnvelope<UserRegistered>) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    shop_outbox::add(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A relay that parks a row after `park_after` refusals, retrying refused rows quickly.
+fn parking_relay(pool: &PgPool, js: jetstream::Context, park_after: u32) -> Relay {
+    Relay::new(pool.clone(), EventPublisher::new(js)).with_config(RelayConfig {
+        batch_size: 10,
+        poll_interval: Duration::from_millis(100),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        park_after,
+        retry_delay: Duration::from_millis(50),
+        metrics_interval: Duration::from_millis(100),
+        ..RelayConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn an_oversize_event_does_not_hold_back_the_events_after_it() -> Result<()> {
+    let mut world = World::start().await?;
+    world.register("user-0").await?;
+    // 2 MiB: over nats-server's default max_payload (1 MiB); the server would refuse it.
+    let oversize = EventEnvelope::new(UserRegistered {
+        user_id: "x".repeat(2 << 20),
+    });
+    add_event(&world.pool, &oversize).await?;
+    for i in 1..4 {
+        world.register(&format!("user-{i}")).await?;
+    }
+    let metrics = RelayMetrics::default();
+    let relay = parking_relay(&world.pool, world.js.clone(), 3).with_metrics(metrics.clone());
+    world.spawn_relay(relay);
+    world.spawn_consumer();
+    wait_until(WAIT, || async {
+        world.count("SELECT count(*) FROM welcome").await >= 4
+    })
+    .await?;
+
+    // The oversize row is parked after its three attempts, with the reason.
+    wait_until(WAIT, || async {
+        shop_outbox::dead_letter_count(&world.pool).await.ok() == Some(1)
+    })
+    .await?;
+    let parked = shop_outbox::dead_letters(&world.pool, 10).await?;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, oversize.id);
+    assert_eq!(parked[0].attempts, 3);
+    assert!(parked[0].error.contains("payload"), "{}", parked[0].error);
+    assert_eq!(shop_outbox::lag(&world.pool).await?.unpublished, 0);
+    assert_eq!(world.stream_messages().await, 4);
+
+    // The service's /metrics shows it.
+    wait_until(WAIT, || async { metrics.parked() == 1 }).await?;
+    let mut registry = Registry::with_prefix("shop");
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    encode(&mut text, &registry)?;
+    assert!(text.contains("shop_outbox_parked 1"), "{text}");
+
+    // Requeued, it is tried again (and parked again: the server still refuses it).
+    assert!(shop_outbox::requeue_dead_letter(&world.pool, oversize.id).await?);
+    assert!(!shop_outbox::requeue_dead_letter(&world.pool, oversize.id).await?);
+    wait_until(WAIT, || async {
+        shop_outbox::dead_letter_count(&world.pool).await.ok() == Some(1)
+    })
+    .await?;
+    assert_eq!(world.count("SELECT count(*) FROM welcome").await, 4);
+    world.stop();
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_with_no_stream_or_an_invalid_subject_are_parked_with_their_reason() -> Result<()> {
+    let mut world = World::start().await?;
+    let mut nowhere = EventEnvelope::new(UserRegistered {
+        user_id: "nowhere".into(),
+    });
+    nowhere.subject = "shop.nowhere.v1.user_registered".into();
+    let mut invalid = EventEnvelope::new(UserRegistered {
+        user_id: "invalid".into(),
+    });
+    invalid.subject = "shop.identity.v1.user registered".into();
+    world.register("user-0").await?;
+    add_event(&world.pool, &nowhere).await?;
+    world.register("user-1").await?;
+    add_event(&world.pool, &invalid).await?;
+    world.register("user-2").await?;
+
+    let relay = parking_relay(&world.pool, world.js.clone(), 2);
+    world.spawn_relay(relay);
+    world.spawn_consumer();
+    wait_until(WAIT, || async {
+        world.count("SELECT count(*) FROM welcome").await >= 3
+    })
+    .await?;
+    wait_until(WAIT, || async {
+        shop_outbox::dead_letter_count(&world.pool).await.ok() == Some(2)
+    })
+    .await?;
+    let parked = shop_outbox::dead_letters(&world.pool, 10).await?;
+    let reason = |id| {
+        parked
+            .iter()
+            .find(|d| d.event_id == id)
+            .map(|d| (d.attempts, d.error.clone()))
+    };
+    let (attempts, error) = reason(nowhere.id).unwrap_or_default();
+    assert_eq!(attempts, 2);
+    assert!(error.contains("no stream"), "{error}");
+    let (attempts, error) = reason(invalid.id).unwrap_or_default();
+    assert_eq!(attempts, 2);
+    assert!(error.contains("subject"), "{error}");
+    assert_eq!(shop_outbox::lag(&world.pool).await?.unpublished, 0);
+    world.stop();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nats_outage_never_parks_and_the_rows_go_out_once_it_is_back() -> Result<()> {
+    let mut world = World::start().await?;
+    // The relay reaches NATS through a fault proxy: a blackhole looks like a live connection
+    // whose acks never come (timeouts), a killed server like a dropped one.
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], world.nats.port()));
+    let proxy = FaultProxy::start(upstream).await?;
+    let client = async_nats::ConnectOptions::new()
+        .ping_interval(Duration::from_millis(500))
+        .connect(format!("nats://{}", proxy.addr()))
+        .await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(client);
+    // Parks at the first counted refusal: any outage counted would show.
+    let relay = parking_relay(&world.pool, js, 1);
+    world.spawn_consumer();
+    world.register("user-0").await?;
+    assert_eq!(relay.relay_batch().await?, 1);
+
+    proxy.set(Fault::Blackhole);
+    for i in 1..4 {
+        world.register(&format!("user-{i}")).await?;
+    }
+    let first = relay.relay_batch().await;
+    assert!(
+        matches!(first, Err(OutboxError::Relay { published: 0, .. })),
+        "rows were sent and their acks timed out: {first:?}"
+    );
+    for _ in 0..3 {
+        assert!(relay.relay_batch().await.is_err());
+    }
+    world.nats.kill9().await?;
+    for _ in 0..3 {
+        assert!(relay.relay_batch().await.is_err());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = world
+        .count("SELECT count(*) FROM outbox WHERE attempts > 0 OR last_error IS NOT NULL")
+        .await;
+    assert_eq!(counted, 0, "no outage attempt was counted");
+    assert_eq!(shop_outbox::dead_letter_count(&world.pool).await?, 0);
+    assert_eq!(shop_outbox::lag(&world.pool).await?.unpublished, 3);
+
+    proxy.set(Fault::Pass);
+    world.nats.restart().await?;
+    wait_until(WAIT, || async {
+        relay.relay_batch().await.is_ok()
+            && shop_outbox::lag(&world.pool)
+                .await
+                .is_ok_and(|l| l.unpublished == 0)
+    })
+    .await?;
+    world.assert_exactly_once(4).await?;
+    assert_eq!(shop_outbox::dead_letter_count(&world.pool).await?, 0);
+    world.stop();
     Ok(())
 }

@@ -33,5 +33,5 @@ pub mod worker;
 
 pub use definition::{RetryPolicy, Saga, StepError, StepFuture, StepInput};
 pub use error::SagaError;
-pub use store::{MIGRATION_SQL, NOTIFY_CHANNEL, Run, RunStatus, get, migrate, start};
+pub use store::{MIGRATOR, NOTIFY_CHANNEL, Run, RunStatus, get, migrate, start};
 pub use worker::{Worker, WorkerConfig};

@@ -1,13 +1,18 @@
 //! The `saga_runs` table: starting a run inside the caller's transaction, and reading one.
 
+use futures::future::BoxFuture;
 use serde::Serialize;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::SagaError;
 
-/// DDL of the `saga_runs` table (idempotent).
-pub const MIGRATION_SQL: &str = include_str!("../migrations/saga.sql");
+/// The saga table's versioned migrations (`crates/saga/migrations`, versions 1_003_000 to
+/// 1_003_999). A service lists it beside its own migrator:
+/// `db::migrate_with(&pool, &MIGRATOR, &[&shop_saga::MIGRATOR], patience)`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The channel [`start`] notifies and workers listen on.
 pub const NOTIFY_CHANNEL: &str = "shop_saga";
@@ -78,15 +83,28 @@ impl RunStatus {
     }
 }
 
-/// Creates the `saga_runs` table if missing; safe from many replicas at once.
+/// Applies [`MIGRATOR`] on its own (tests, tools, a database without a service migrator).
+/// Versions of other migrators already in `_sqlx_migrations` are left alone; sqlx's migration
+/// lock makes it safe from many replicas at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), SagaError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('shop-saga'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(MIGRATION_SQL).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+    let migrate = async {
+        let mut migrator = Migrator::new(Resolved(MIGRATOR.iter().cloned().collect())).await?;
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await
+    };
+    migrate
+        .await
+        .map_err(|e| SagaError::Database(sqlx::Error::Migrate(Box::new(e))))
+}
+
+/// Migrations already resolved (from [`MIGRATOR`]), as a source for a migrator of our own.
+#[derive(Debug)]
+struct Resolved(Vec<Migration>);
+
+impl MigrationSource<'static> for Resolved {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
 }
 
 /// Starts a run of saga `kind` with `data`, inside the caller's transaction (so the run exists

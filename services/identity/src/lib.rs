@@ -37,12 +37,16 @@ pub use error::IdentityError;
 /// The migrations of the identity database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The shared libraries' tables in the identity database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_outbox::MIGRATOR];
+
 /// A bound identity service and its outbox relay.
 pub struct App {
     server: GrpcServer,
     pool: sqlx::PgPool,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    outbox_metrics: shop_outbox::RelayMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -77,8 +81,7 @@ impl App {
         config.passwords.validate()?;
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_outbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
         let store = store::PgIdentityStore::new(pool.clone());
@@ -92,7 +95,13 @@ impl App {
         let throttle = throttle::LoginThrottle::new(&config.passwords);
         let service = grpc::IdentityGrpc::new(store, signer, hashes, throttle);
         let max_message = config.server.max_message_bytes;
-        let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
+        let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
+        let outbox_metrics = shop_outbox::RelayMetrics::default();
+        builder
+            .metrics()
+            .with_registry(|registry| outbox_metrics.register(registry));
+        let server = builder
             .add_service(
                 IdentityServiceServer::new(service)
                     .max_decoding_message_size(max_message)
@@ -109,6 +118,7 @@ impl App {
             pool,
             js,
             replicas: config.nats.nats_stream_replicas,
+            outbox_metrics,
         })
     }
 
@@ -134,6 +144,7 @@ impl App {
             self.js,
             self.pool,
             self.replicas,
+            self.outbox_metrics,
             stop.clone(),
         ));
         self.server

@@ -1,5 +1,5 @@
-//! The durable consumers: one per source stream, each applying events through the inbox so a
-//! redelivered event is acked without a second notification.
+//! The durable consumers: one per source stream, each applying events through its own inbox
+//! (scoped by the durable name) so a redelivered event is acked without a second notification.
 
 use std::sync::Arc;
 
@@ -106,24 +106,40 @@ fn consumer_specs() -> Vec<(&'static str, ConsumerSpec)> {
     ]
 }
 
+/// The inbox of every consumer (scoped by durable name), for the purge.
+pub fn inboxes() -> Vec<Inbox> {
+    consumer_specs()
+        .into_iter()
+        .map(|(_, spec)| Inbox::new(spec.durable))
+        .collect()
+}
+
+/// The streams the consumers read, for checking the inbox retention against.
+pub fn source_streams() -> Vec<StreamSpec> {
+    consumer_specs()
+        .into_iter()
+        .map(|(context, _)| StreamSpec::for_context(context))
+        .collect()
+}
+
 /// Runs every consumer until `stop` is cancelled. Streams are provisioned here too (the
 /// same idempotent spec the producers use), so start order between services does not matter;
 /// while NATS is unreachable each consumer retries with backoff.
 pub fn spawn(
     js: &jetstream::Context,
-    pool: PgPool,
+    pool: &PgPool,
     replicas: usize,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let ctx = Context {
-        pool,
-        inbox: Arc::new(Inbox::new("notifications")),
-    };
-    let handlers = handlers(&ctx);
     consumer_specs()
         .into_iter()
         .map(|(context, spec)| {
-            let runner = ConsumerRunner::new(js.clone(), spec.clone(), handlers.clone());
+            // Each durable consumer claims in its own inbox, scoped by its name.
+            let ctx = Context {
+                pool: pool.clone(),
+                inbox: Arc::new(Inbox::new(spec.durable.clone())),
+            };
+            let runner = ConsumerRunner::new(js.clone(), spec.clone(), handlers(&ctx));
             let stream = StreamSpec::for_context(context).with_replicas(replicas);
             let dead_letter = StreamSpec::dead_letter().with_replicas(replicas);
             let js = js.clone();

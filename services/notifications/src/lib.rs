@@ -26,15 +26,19 @@ mod store;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
+use shop_events::inbox::{self, InboxRetention};
 use shop_proto::notifications::notification_service_server::NotificationServiceServer;
 use shop_runtime::{CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError, db};
 use tokio::sync::broadcast;
 
-pub use config::Config;
+pub use config::{Config, InboxConfig};
 pub use error::NotificationsError;
 
 /// The migrations of the notifications database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The shared libraries' tables in the notifications database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_events::inbox::MIGRATOR];
 
 /// Why the notifications service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     replicas: usize,
     updates: broadcast::Sender<domain::Notification>,
+    inbox_retention: InboxRetention,
 }
 
 impl std::fmt::Debug for App {
@@ -68,10 +73,13 @@ impl App {
     /// Connects the database (running migrations if configured) and NATS, and binds the
     /// listeners.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let inbox_retention = config
+            .inbox
+            .retention(&consumers::source_streams())
+            .map_err(RuntimeError::Config)?;
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_events::inbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "notifications").await?;
         let (updates, _) = broadcast::channel(fanout::WATCH_BUFFER);
@@ -95,6 +103,7 @@ impl App {
             js,
             replicas: config.nats.nats_stream_replicas,
             updates,
+            inbox_retention,
         })
     }
 
@@ -110,14 +119,20 @@ impl App {
         self.server.admin_addr()
     }
 
-    /// Consumes events and serves until `shutdown` resolves; then drains the server and lets
-    /// the consumers finish the messages they hold.
+    /// Consumes events, purges old inbox entries on schedule and serves until `shutdown`
+    /// resolves; then drains the server and lets the consumers finish the messages they hold.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
         let stop = CancellationToken::new();
-        let mut tasks = consumers::spawn(&self.js, self.pool.clone(), self.replicas, &stop);
+        let mut tasks = consumers::spawn(&self.js, &self.pool, self.replicas, &stop);
+        tasks.push(tokio::spawn(inbox::purge_until(
+            self.pool.clone(),
+            consumers::inboxes(),
+            self.inbox_retention,
+            stop.clone().cancelled_owned(),
+        )));
         tasks.push(tokio::spawn(fanout::run(
             self.pool,
             self.updates,

@@ -86,6 +86,7 @@ pub async fn start_notifications(postgres: &Postgres, nats: &Nats) -> anyhow::Re
         server: ServerConfig::ephemeral(),
         database: DatabaseConfig::new(postgres.fresh_database().await?),
         nats: NatsConfig::new(nats.url()),
+        inbox: notifications::InboxConfig::default(),
         telemetry: telemetry(),
     };
     let app = notifications::App::build(config).await?;

@@ -7,5 +7,6 @@ mod accounts;
 mod helpers;
 mod login_limits;
 mod nats_outage;
+mod outbox;
 mod tokens;
 mod validation;

@@ -1,3 +1,5 @@
+-- Baseline. IF NOT EXISTS only so that databases whose table was created by the unversioned
+-- DDL this crate used to run adopt this version without error; later migrations are plain.
 -- Saga runs: one row per saga instance, updated after every step (shop-saga).
 CREATE TABLE IF NOT EXISTS saga_runs (
     id              uuid        PRIMARY KEY,

@@ -1,3 +1,5 @@
+-- Baseline. IF NOT EXISTS only so that databases whose table was created by the unversioned
+-- DDL this crate used to run adopt this version without error; later migrations are plain.
 -- Transactional outbox (shop-outbox). Rows are written in the business transaction and
 -- published to JetStream by the relay; published_at is set in the relay's claiming transaction.
 CREATE TABLE IF NOT EXISTS outbox (
