@@ -63,6 +63,7 @@ impl Mesh {
             pg_port: opts.pg_port,
             nats_port: opts.nats_port,
             rust_log: opts.rust_log.clone(),
+            peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
         };
         for service in planned {
             let bin = ws.binary(service.spec.name, opts.release);
