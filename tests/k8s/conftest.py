@@ -26,11 +26,14 @@ DESIGN_SERVICES = (
     "inventory",
     "orders",
     "payments",
+    "payment-processor",
     "shipping",
     "notifications",
     "gateway",
 )
 EDGE = ("gateway",)
+# Simulations with in-memory state: no database, no NATS, exactly one replica and no HPA.
+SINGLETONS = ("payment-processor",)
 
 
 def workspace_services() -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from conftest import (
     DESIGN_SERVICES,
     EDGE,
     REPO,
+    SINGLETONS,
     all_services,
     deployed_services,
     docs,
@@ -21,7 +22,7 @@ from conftest import (
 )
 
 SERVICES = all_services()
-DB_SERVICES = [s for s in SERVICES if s not in EDGE]
+DB_SERVICES = [s for s in SERVICES if s not in EDGE and s not in SINGLETONS]
 
 # Who may open a gRPC connection to whom (shared/ARCHITECTURE.md): callee -> callers.
 CALLERS = {
@@ -30,6 +31,7 @@ CALLERS = {
     "inventory": {"gateway", "orders"},
     "orders": {"gateway"},
     "payments": {"orders"},
+    "payment-processor": {"payments"},
     "shipping": set(),
     "notifications": {"gateway"},
 }
@@ -109,7 +111,9 @@ def test_configuration(rendered, overlay, service):
     assert data["LOG_FORMAT"] == "json"
     assert data["SHUTDOWN_DRAIN_SECS"] == str(DRAIN_SECS)
     assert data["SHUTDOWN_GRACE_SECS"] == str(GRACE_SECS)
-    if service not in EDGE:
+    if service in SINGLETONS:
+        assert "NATS_URL" not in data and "DATABASE_URL" not in {e["name"] for e in c.get("env", [])}
+    elif service not in EDGE:
         assert data["NATS_URL"].startswith("nats://")
         assert data["NATS_STREAM_REPLICAS"] == ("3" if overlay == "prod" else "1")
         assert data["MIGRATE_ON_START"] == "true"
@@ -156,7 +160,8 @@ def test_network_policy_follows_the_call_graph(rendered, overlay, service):
     else:
         assert _peers(ingress, "from") == CALLERS[service]
     callees = {callee for callee, callers in CALLERS.items() if service in callers}
-    expected = callees | ({"otel-collector"} if service in EDGE else INFRA_EGRESS)
+    stateless = service in EDGE or service in SINGLETONS
+    expected = callees | ({"otel-collector"} if stateless else INFRA_EGRESS)
     assert _peers(egress, "to") == expected
     # Admin port open to Prometheus in the monitoring namespace only.
     scrape = [r for r in ingress if any("namespaceSelector" in p for p in r.get("from", []))]
@@ -173,7 +178,11 @@ def test_replicas_and_autoscaling(rendered, overlay):
     for service in SERVICES:
         replicas = m.get("Deployment", service)["spec"]["replicas"]
         hpa = m.get("HorizontalPodAutoscaler", service)
-        if overlay == "dev":
+        if service in SINGLETONS:
+            # In-memory state: a second replica would not know the first one's keys.
+            assert replicas == 1 and hpa is None, service
+            assert m.get("Deployment", service)["spec"]["strategy"]["type"] == "Recreate"
+        elif overlay == "dev":
             assert replicas == 1 and hpa is None
         else:
             assert replicas >= 3

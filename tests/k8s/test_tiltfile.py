@@ -22,6 +22,7 @@ LOCAL_PORTS = {
     "inventory": (50053, 9103),
     "orders": (50054, 9104),
     "payments": (50055, 9105),
+    "payment-processor": (50059, 9109),
     "shipping": (50056, 9106),
     "notifications": (50057, 9107),
     "gateway": (8080, 9108),

@@ -69,14 +69,21 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec::new("notifications", 50057, 9107)
         .with_database()
         .with_nats(),
+    // Before payments, which calls it.
+    PAYMENT_PROCESSOR,
+    ServiceSpec::new("payments", 50055, 9105)
+        .with_database()
+        .with_nats(),
     // Still to come; uncomment as each crate lands:
     // ServiceSpec::new("orders", 50054, 9104).with_database().with_nats(),
-    // ServiceSpec::new("payments", 50055, 9105).with_database().with_nats(),
     // ServiceSpec::new("shipping", 50056, 9106).with_database().with_nats(),
     // The gateway serves HTTP on its "gRPC" port and will need the upstream addresses in
     // `service_env` (it owns no database):
     // ServiceSpec::new("gateway", 8080, 9108),
 ];
+
+/// The simulated card processor payments calls (`PROCESSOR_URL`); no database, no NATS.
+pub const PAYMENT_PROCESSOR: ServiceSpec = ServiceSpec::new("payment-processor", 50059, 9109);
 
 /// A service with the addresses it will listen on in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +105,8 @@ pub struct Infra {
     pub nats_port: u16,
     /// `RUST_LOG` for every service.
     pub rust_log: String,
+    /// gRPC address of every service of this run, for the `<UPSTREAM>_URL`s of their callers.
+    pub peers: BTreeMap<&'static str, SocketAddr>,
 }
 
 /// A `--port NAME=GRPC:ADMIN` override.
@@ -182,6 +191,14 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
     if service.spec.nats {
         env.push(("NATS_URL", format!("nats://127.0.0.1:{}", infra.nats_port)));
     }
+    if service.spec.name == "payments" {
+        let processor = infra
+            .peers
+            .get(PAYMENT_PROCESSOR.name)
+            .copied()
+            .unwrap_or_else(|| loopback(PAYMENT_PROCESSOR.grpc_port));
+        env.push(("PROCESSOR_URL", format!("http://{processor}")));
+    }
     env
 }
 
@@ -200,6 +217,7 @@ mod tests {
             pg_port: 55432,
             nats_port: 54222,
             rust_log: "info".into(),
+            peers: BTreeMap::new(),
         }
     }
 
@@ -207,7 +225,14 @@ mod tests {
     fn table_names_are_valid_database_names_and_ports_unique() {
         let mut ports = std::collections::HashSet::new();
         for spec in SERVICES {
-            assert!(spec.name.chars().all(|c| c.is_ascii_lowercase()));
+            // A hyphen is fine in a name that is never a database name.
+            assert!(
+                spec.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || (c == '-' && !spec.database)),
+                "{}",
+                spec.name
+            );
             assert!(ports.insert(spec.grpc_port) && ports.insert(spec.admin_port));
         }
     }
@@ -226,6 +251,34 @@ mod tests {
         assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
         assert_eq!(env["SHUTDOWN_DRAIN_SECS"], "0");
         assert_eq!(env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn payments_is_pointed_at_the_processor() {
+        let planned = plan(SERVICES, &[], |name| name.starts_with("payment"));
+        assert_eq!(
+            planned[0].spec, PAYMENT_PROCESSOR,
+            "the processor starts first"
+        );
+        let env: BTreeMap<_, _> = service_env(&planned[1], &infra()).into_iter().collect();
+        assert_eq!(env["GRPC_ADDR"], "127.0.0.1:50055");
+        assert_eq!(env["PROCESSOR_URL"], "http://127.0.0.1:50059");
+        assert_eq!(
+            env["DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:55432/payments"
+        );
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert!(!env.contains_key("DATABASE_URL") && !env.contains_key("PROCESSOR_URL"));
+
+        // A port override of the processor is followed.
+        let ov = parse_port_override("payment-processor=4200:4201").unwrap();
+        let planned = plan(SERVICES, &[ov], |name| name.starts_with("payment"));
+        let infra = Infra {
+            peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
+            ..infra()
+        };
+        let env: BTreeMap<_, _> = service_env(&planned[1], &infra).into_iter().collect();
+        assert_eq!(env["PROCESSOR_URL"], "http://127.0.0.1:4200");
     }
 
     #[test]

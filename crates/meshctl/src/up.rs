@@ -84,6 +84,7 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
         pg_port: opts.pg_port,
         nats_port: opts.nats_port,
         rust_log: opts.rust_log.clone(),
+        peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
     };
     let mut mesh = Mesh::new(logs, postgres);
     // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);

@@ -2,7 +2,7 @@
 //! ports, then `status`, `demo`, `load` and `down`, checking that every process is gone at the
 //! end.
 //!
-//! `up` runs `cargo build -p identity -p catalog -p inventory -p notifications` itself, exactly as an
+//! `up` runs `cargo build -p identity -p catalog -p inventory -p notifications …` itself, exactly as an
 //! operator's `meshctl up` does: cargo does not build the binaries of dependencies, so a
 //! dev-dependency on the service crates would not provide them. When the binaries are fresh
 //! (after `cargo nextest run --workspace` built them) that build is a no-op check.
@@ -66,14 +66,21 @@ fn up_status_demo_down() {
         "--nats-port".into(),
         port(),
     ];
-    for name in ["identity", "catalog", "inventory", "notifications"] {
+    for name in [
+        "identity",
+        "catalog",
+        "inventory",
+        "notifications",
+        "payment-processor",
+        "payments",
+    ] {
         up.extend(["--port".into(), format!("{name}={}:{}", port(), port())]);
     }
     let up: Vec<&str> = up.iter().map(String::as_str).collect();
     assert!(dir.meshctl(&up).status.success(), "up --detach failed");
 
     let state = MeshState::load(dir.0.path()).unwrap().expect("state.json");
-    assert_eq!(state.services.len(), 4);
+    assert_eq!(state.services.len(), 6);
     assert!(state.supervisor_pid.is_none());
 
     let status = dir.meshctl(&["status"]);
@@ -87,6 +94,12 @@ fn up_status_demo_down() {
             .unwrap_or_else(|| panic!("no {service} row in\n{table}"));
         assert!(row.trim_end().ends_with(" -"), "breakers column: {row}");
     }
+    // payments calls the processor: its breaker shows (closed, nothing failed yet).
+    let payments = table.lines().find(|l| l.starts_with("payments ")).unwrap();
+    assert!(
+        payments.trim_end().ends_with("payment-processor=closed"),
+        "breakers column: {payments}"
+    );
 
     let demo = dir.meshctl(&["demo"]);
     assert!(demo.status.success(), "demo failed");

@@ -28,4 +28,5 @@ pub use pb::shop::inventory::v1 as inventory;
 pub use pb::shop::notifications::v1 as notifications;
 pub use pb::shop::orders::v1 as orders;
 pub use pb::shop::payments::v1 as payments;
+pub use pb::shop::processor::v1 as processor;
 pub use pb::shop::shipping::v1 as shipping;

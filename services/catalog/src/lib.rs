@@ -30,6 +30,9 @@ pub use error::CatalogError;
 /// The migrations of the catalog database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The shared libraries' tables in the catalog database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_outbox::MIGRATOR];
+
 /// A bound catalog service and its outbox relay.
 pub struct App {
     server: GrpcServer,
@@ -66,8 +69,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_outbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "catalog").await?;
         let service = grpc::CatalogGrpc::new(store::PgProductStore::new(pool.clone()));

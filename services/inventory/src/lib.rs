@@ -36,6 +36,9 @@ pub use error::InventoryError;
 /// The migrations of the inventory database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The shared libraries' tables in the inventory database, migrated before [`MIGRATOR`].
+pub const LIBRARY_MIGRATORS: &[&sqlx::migrate::Migrator] = &[&shop_outbox::MIGRATOR];
+
 /// A bound inventory service with its outbox relay and sweeper.
 pub struct App {
     server: GrpcServer,
@@ -75,8 +78,7 @@ impl App {
         config.stock.validate()?;
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
-            db::migrate(&pool, &MIGRATOR, Duration::from_secs(30)).await?;
-            shop_outbox::migrate(&pool).await?;
+            db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "inventory").await?;
         let store = store::PgInventoryStore::new(pool.clone(), config.stock.low_stock_threshold);
@@ -89,7 +91,9 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(shop_events::NatsReadiness::new(js.client()))
+            // Reserve, Release and Commit only write the outbox: a NATS outage delays events,
+            // it must not take stock out of service.
+            .reported_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {

@@ -774,7 +774,7 @@ async fn validation_agrees_with_protovalidate_and_servers_reject_cleanly() {
     // And to the real services this test can start.
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
-    let catalog = start_catalog(&postgres).await.unwrap();
+    let catalog = start_catalog(&postgres, &nats).await.unwrap();
     let identity = start_identity(&postgres, &nats).await.unwrap();
     let servers = [
         ("/shop.catalog.v1.CatalogService/", catalog.addr),
