@@ -53,7 +53,10 @@ async fn a_nats_outage_is_reported_while_reservations_go_on_and_their_events_wai
     .await
     .expect("/readyz names NATS as down");
     assert_eq!(http_get(admin, "/readyz").await.unwrap().0, 200);
-    assert_eq!(status_of(&mut health.clone()).await, Some(ServingStatus::Serving));
+    assert_eq!(
+        status_of(&mut health.clone()).await,
+        Some(ServingStatus::Serving)
+    );
     let product = Uuid::new_v4();
     app.stock(product, 5).await;
     let reservation = app.reserve(&[(product, 2)]).await;
