@@ -94,7 +94,8 @@ impl App {
                     .max_encoding_message_size(max_message),
             )
             .readiness_check(db::PgReadiness::new(pool.clone()))
-            .readiness_check(shop_events::NatsReadiness::new(js.client()))
+            // List and Watch read the database; a NATS outage only delays new notifications.
+            .reported_check(shop_events::NatsReadiness::new(js.client()))
             .bind()
             .await?;
         Ok(Self {
