@@ -39,6 +39,7 @@ pub struct App {
     pool: sqlx::PgPool,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    outbox_metrics: shop_outbox::RelayMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -74,7 +75,13 @@ impl App {
         let js = shop_events::connect(&config.nats.nats_url, "catalog").await?;
         let service = grpc::CatalogGrpc::new(store::PgProductStore::new(pool.clone()));
         let max_message = config.server.max_message_bytes;
-        let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
+        // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
+        let outbox_metrics = shop_outbox::RelayMetrics::default();
+        let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        builder
+            .metrics()
+            .with_registry(|registry| outbox_metrics.register(registry));
+        let server = builder
             .add_service(
                 CatalogServiceServer::new(service)
                     .max_decoding_message_size(max_message)
@@ -90,6 +97,7 @@ impl App {
             pool,
             js,
             replicas: config.nats.nats_stream_replicas,
+            outbox_metrics,
         })
     }
 
@@ -115,6 +123,7 @@ impl App {
             self.js,
             self.pool,
             self.replicas,
+            self.outbox_metrics,
             stop.clone(),
         ));
         self.server

@@ -46,6 +46,7 @@ pub struct App {
     store: store::PgInventoryStore,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    outbox_metrics: shop_outbox::RelayMetrics,
     sweep_interval: Duration,
 }
 
@@ -84,7 +85,13 @@ impl App {
         let store = store::PgInventoryStore::new(pool.clone(), config.stock.low_stock_threshold);
         let service = grpc::InventoryGrpc::new(store.clone(), config.stock.reservation_ttl_secs);
         let max_message = config.server.max_message_bytes;
-        let server = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET)
+        // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
+        let outbox_metrics = shop_outbox::RelayMetrics::default();
+        let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        builder
+            .metrics()
+            .with_registry(|registry| outbox_metrics.register(registry));
+        let server = builder
             .add_service(
                 InventoryServiceServer::new(service)
                     .max_decoding_message_size(max_message)
@@ -102,6 +109,7 @@ impl App {
             store,
             js,
             replicas: config.nats.nats_stream_replicas,
+            outbox_metrics,
             sweep_interval: config.stock.sweep_interval(),
         })
     }
@@ -129,6 +137,7 @@ impl App {
             self.js,
             self.pool,
             self.replicas,
+            self.outbox_metrics,
             stop.clone(),
         ));
         let sweeper = tokio::spawn(sweeper::run(self.store, self.sweep_interval, stop.clone()));

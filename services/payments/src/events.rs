@@ -3,7 +3,7 @@
 
 use async_nats::jetstream;
 use shop_events::{EventPublisher, StreamSpec};
-use shop_outbox::Relay;
+use shop_outbox::{Relay, RelayMetrics};
 use shop_runtime::{CancellationToken, background::retry_until_stopped};
 use sqlx::PgPool;
 
@@ -18,14 +18,20 @@ pub const PAYMENT_VOIDED: &str = "shop.payments.v1.payment_voided";
 
 /// Provisions the `SHOP_PAYMENTS` stream, then relays the outbox until `stop` is cancelled.
 /// While NATS is unreachable it retries with backoff; the rows wait in the outbox.
-pub async fn relay(js: jetstream::Context, pool: PgPool, replicas: usize, stop: CancellationToken) {
+pub async fn relay(
+    js: jetstream::Context,
+    pool: PgPool,
+    replicas: usize,
+    metrics: RelayMetrics,
+    stop: CancellationToken,
+) {
     let stream = StreamSpec::for_context("payments").with_replicas(replicas);
     let provisioned =
         retry_until_stopped("provision SHOP_PAYMENTS", &stop, || stream.ensure(&js)).await;
     if !provisioned {
         return;
     }
-    let relay = Relay::new(pool, EventPublisher::new(js));
+    let relay = Relay::new(pool, EventPublisher::new(js)).with_metrics(metrics);
     if let Err(err) = relay.run(stop.cancelled_owned()).await {
         tracing::error!(error = %err, "outbox relay stopped");
     }

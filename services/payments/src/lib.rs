@@ -55,6 +55,7 @@ pub struct App {
     pool: sqlx::PgPool,
     js: async_nats::jetstream::Context,
     replicas: usize,
+    outbox_metrics: shop_outbox::RelayMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -109,7 +110,12 @@ impl App {
         }
         let js = shop_events::connect(&config.nats.nats_url, "payments").await?;
         let max_message = config.server.max_message_bytes;
+        // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
+        let outbox_metrics = shop_outbox::RelayMetrics::default();
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        builder
+            .metrics()
+            .with_registry(|registry| outbox_metrics.register(registry));
         let dependency = processor_dependency(&config.processor)?;
         let channel = client::connect(&dependency, builder.metrics()).await?;
         let processor = Arc::new(processor::GrpcProcessor::new(channel));
@@ -130,6 +136,7 @@ impl App {
             pool,
             js,
             replicas: config.nats.nats_stream_replicas,
+            outbox_metrics,
         })
     }
 
@@ -155,6 +162,7 @@ impl App {
             self.js,
             self.pool,
             self.replicas,
+            self.outbox_metrics,
             stop.clone(),
         ));
         self.server
