@@ -27,6 +27,7 @@ pub mod convert;
 pub mod db;
 pub mod metrics;
 pub mod observe;
+pub mod outbox;
 pub mod page_token;
 pub mod readiness;
 pub mod request_id;

@@ -56,6 +56,7 @@ pub struct GrpcServerBuilder {
     checks: Vec<(Arc<dyn ReadinessCheck>, CheckRole)>,
     metrics: Metrics,
     stopping: CancellationToken,
+    admin_routes: axum::Router,
 }
 
 impl std::fmt::Debug for GrpcServerBuilder {
@@ -78,7 +79,17 @@ impl GrpcServerBuilder {
             checks: Vec::new(),
             metrics: Metrics::new(),
             stopping: CancellationToken::new(),
+            admin_routes: axum::Router::new(),
         }
+    }
+
+    /// Serves `routes` on the admin HTTP server beside `/livez`, `/readyz` and `/metrics`:
+    /// operator endpoints (`/admin/...`) that read the service's own state for tools such as
+    /// `meshctl check`. The admin port is not exposed outside the cluster.
+    #[must_use]
+    pub fn admin_routes(mut self, routes: axum::Router) -> Self {
+        self.admin_routes = self.admin_routes.merge(routes);
+        self
     }
 
     /// Serves `service`; its name gets its own grpc.health.v1 entry.
@@ -189,6 +200,7 @@ impl GrpcServerBuilder {
             methods,
             metrics: self.metrics,
             stopping: self.stopping,
+            admin_routes: self.admin_routes,
         })
     }
 }
@@ -264,6 +276,7 @@ pub struct GrpcServer {
     methods: KnownMethods,
     metrics: Metrics,
     stopping: CancellationToken,
+    admin_routes: axum::Router,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -322,7 +335,8 @@ impl GrpcServer {
         let readiness_task = tokio::spawn(
             Arc::clone(&self.readiness).run(self.config.readiness_interval(), background.clone()),
         );
-        let admin = admin::router(Arc::clone(&self.readiness), self.metrics.clone());
+        let admin = admin::router(Arc::clone(&self.readiness), self.metrics.clone())
+            .merge(self.admin_routes);
         let admin_stop = background.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(self.admin_listener, admin)

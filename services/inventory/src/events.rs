@@ -1,12 +1,8 @@
-//! Events inventory publishes (`proto/shop/inventory/v1/events.proto`), and the outbox relay
-//! that carries them from the database to JetStream.
+//! Events inventory publishes (`proto/shop/inventory/v1/events.proto`); `shop_runtime::outbox`
+//! relays them from the outbox to JetStream.
 
-use async_nats::jetstream;
-use shop_events::{EventPublisher, StreamSpec};
-use shop_outbox::{Relay, RelayMetrics};
 use shop_proto::inventory::{LowStock, StockLine, StockReleased, StockReserved};
-use shop_runtime::{CancellationToken, background::retry_until_stopped, convert::timestamp};
-use sqlx::PgPool;
+use shop_runtime::convert::timestamp;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -59,28 +55,6 @@ pub(crate) fn low_stock(product_id: Uuid, available: i64, threshold: i64) -> Low
         available,
         threshold,
         occurred_at: Some(timestamp(OffsetDateTime::now_utc())),
-    }
-}
-
-/// Provisions the `SHOP_INVENTORY` stream, then relays the outbox until `stop` is cancelled.
-/// While NATS is unreachable it retries with backoff; nothing is lost meanwhile, the rows
-/// wait in the outbox.
-pub async fn relay(
-    js: jetstream::Context,
-    pool: PgPool,
-    replicas: usize,
-    metrics: RelayMetrics,
-    stop: CancellationToken,
-) {
-    let stream = StreamSpec::for_context("inventory").with_replicas(replicas);
-    let provisioned =
-        retry_until_stopped("provision SHOP_INVENTORY", &stop, || stream.ensure(&js)).await;
-    if !provisioned {
-        return;
-    }
-    let relay = Relay::new(pool, EventPublisher::new(js)).with_metrics(metrics);
-    if let Err(err) = relay.run(stop.cancelled_owned()).await {
-        tracing::error!(error = %err, "outbox relay stopped");
     }
 }
 

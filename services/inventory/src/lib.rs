@@ -133,7 +133,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
         let stop = CancellationToken::new();
-        let relay = tokio::spawn(events::relay(
+        let relay = tokio::spawn(shop_runtime::outbox::relay_outbox(
+            "inventory",
             self.js,
             self.pool,
             self.replicas,
