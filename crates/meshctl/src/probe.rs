@@ -21,7 +21,7 @@ const MAX_METRICS_BYTES: u64 = 4 << 20;
 
 /// The first `limit` bytes of the answer to `GET http://addr/path` (HTTP/1.0, enough for the
 /// admin server).
-async fn http_get(addr: SocketAddr, path: &str, limit: u64) -> Option<String> {
+pub async fn http_get(addr: SocketAddr, path: &str, limit: u64) -> Option<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
