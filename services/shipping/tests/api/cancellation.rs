@@ -207,3 +207,41 @@ async fn a_delivered_shipment_cannot_be_cancelled() {
     assert_eq!(cancellations(&app, order).await, 0);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn confirmations_and_cancellations_racing_leave_no_cancelled_order_shipping() {
+    // Eight handlers at once: each order's OrderConfirmed and OrderCancelled, published back to
+    // back, are handled in either order or at the same time.
+    let app = spawn_app_with(|config| {
+        never_picked_up(config);
+        config.delivery.consumer_concurrency = 8;
+    })
+    .await;
+    let orders: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for order in &orders {
+        app.publish(order_confirmed(*order, &[(Uuid::now_v7(), 1)]))
+            .await;
+        app.publish(order_cancelled(*order)).await;
+    }
+    app.wait_consumer_idle().await;
+    let scheduled: Vec<shop_proto::shipping::ShipmentScheduled> =
+        app.published(shipping::events::SHIPMENT_SCHEDULED).await;
+    let cancelled: Vec<ShipmentCancelled> =
+        app.published(shipping::events::SHIPMENT_CANCELLED).await;
+    for order in &orders {
+        let id = order.to_string();
+        let was_scheduled = scheduled.iter().filter(|e| e.order_id == id).count();
+        let was_cancelled = cancelled.iter().filter(|e| e.order_id == id).count();
+        assert!(was_scheduled <= 1, "{order}");
+        assert_eq!(
+            was_scheduled, was_cancelled,
+            "{order}: scheduled, so cancelled"
+        );
+        match app.shipment_of(*order).await {
+            Ok(shipment) => assert_eq!(shipment.status, ShipmentStatus::Cancelled as i32),
+            Err(status) => assert_eq!(status.code(), Code::NotFound),
+        }
+    }
+    assert_eq!(app.dead_letters().await, vec![]);
+    app.shutdown().await;
+}
