@@ -160,3 +160,45 @@ impl ShippingService for ShippingGrpc {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use prost_types::method_options::IdempotencyLevel;
+
+    /// Callers retry only what the contract marks safe: the reads, and CancelShipment (a
+    /// second cancel is a no-op).
+    #[test]
+    fn the_contract_says_which_rpcs_may_be_retried() {
+        let set = prost_types::FileDescriptorSet::decode(shop_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let service = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "shop.shipping.v1")
+            .flat_map(|f| f.service.iter())
+            .find(|s| s.name() == "ShippingService")
+            .unwrap();
+        let levels: Vec<(&str, IdempotencyLevel)> = service
+            .method
+            .iter()
+            .map(|m| {
+                let level = m
+                    .options
+                    .as_ref()
+                    .map(prost_types::MethodOptions::idempotency_level);
+                (
+                    m.name(),
+                    level.unwrap_or(IdempotencyLevel::IdempotencyUnknown),
+                )
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            vec![
+                ("Quote", IdempotencyLevel::NoSideEffects),
+                ("GetShipment", IdempotencyLevel::NoSideEffects),
+                ("CancelShipment", IdempotencyLevel::Idempotent),
+            ]
+        );
+    }
+}
