@@ -14,7 +14,7 @@
 //! - `domain`: shipment types, the shipment's life, pricing; no I/O.
 //! - `store`: PostgreSQL (sqlx); the only module with SQL, and its locking discipline.
 //! - `consumers`: the durable consumer of order events and its handlers.
-//! - `sweeper`: the simulated carrier that moves due shipments.
+//! - `sweeper`: the simulated carrier that moves due shipments; forgetting old cancellations.
 //! - `grpc`: the tonic service and protobuf <-> domain mapping.
 //! - `error`: the one mapping from [`ShippingError`] to `tonic::Status`.
 //! - `events`: the events this service publishes.
@@ -143,7 +143,7 @@ impl App {
     }
 
     /// Serves, consumes order events, relays the outbox, moves due shipments and purges old
-    /// inbox entries until `shutdown` resolves, then drains.
+    /// inbox entries and cancelled orders until `shutdown` resolves, then drains.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -164,7 +164,16 @@ impl App {
             self.outbox_metrics,
             stop.clone(),
         ));
-        let sweeper = tokio::spawn(sweeper::run(self.store, self.sweep_interval, stop.clone()));
+        let sweeper = tokio::spawn(sweeper::run(
+            self.store.clone(),
+            self.sweep_interval,
+            stop.clone(),
+        ));
+        let forget = tokio::spawn(sweeper::purge_cancelled_orders(
+            self.store,
+            self.inbox_retention,
+            stop.clone(),
+        ));
         let purge = tokio::spawn(inbox::purge_until(
             self.pool,
             vec![consumers::inbox()],
@@ -172,7 +181,11 @@ impl App {
             stop.clone().cancelled_owned(),
         ));
         self.server
-            .run_with_background(shutdown, stop, vec![consumer, relay, sweeper, purge])
+            .run_with_background(
+                shutdown,
+                stop,
+                vec![consumer, relay, sweeper, purge, forget],
+            )
             .await
     }
 }

@@ -9,7 +9,7 @@
 //! move one shipment twice. No transaction takes an order lock after a shipment row lock, so no
 //! wait cycle can form. Every status change and the event it implies commit together (outbox).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use shop_events::Inbox;
 use sqlx::{PgConnection, PgPool};
@@ -375,6 +375,30 @@ impl PgShippingStore {
             picked_up: usize::try_from(picked_up).unwrap_or(usize::MAX),
             delivered: count,
         })
+    }
+
+    /// Forgets orders cancelled longer ago than `retention` (in batches), returns how many.
+    /// Safe once `retention` outlasts the orders stream's max age, as the inbox's: no
+    /// OrderConfirmed of such an order can be delivered any more.
+    pub async fn purge_cancelled_orders(&self, retention: Duration) -> Result<u64, ShippingError> {
+        const BATCH: i64 = 10_000;
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM cancelled_orders WHERE order_id IN (SELECT order_id \
+                 FROM cancelled_orders WHERE cancelled_at < now() - make_interval(secs => $1) \
+                 LIMIT $2)",
+            )
+            .bind(retention.as_secs_f64())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
+        }
     }
 
     /// Every shipment, oldest first, for `/admin/state`.

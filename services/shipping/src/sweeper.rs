@@ -3,9 +3,12 @@
 //! after the delivery delay (publishing ShipmentDelivered through the outbox). The schedule is
 //! in the database (`shipments.due_at`), so a restart loses nothing and replicas share the
 //! work (rows are taken with `FOR UPDATE SKIP LOCKED`).
+//!
+//! Beside it, [`purge_cancelled_orders`] forgets cancelled orders on the inbox's schedule.
 
 use std::time::Duration;
 
+use shop_events::inbox::InboxRetention;
 use shop_runtime::CancellationToken;
 use tokio::time::MissedTickBehavior;
 
@@ -43,6 +46,31 @@ pub async fn run(store: PgShippingStore, interval: Duration, stop: CancellationT
                     tracing::warn!(error = %shop_runtime::status::error_chain(&err), "sweep failed");
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Deletes the memory of orders cancelled longer ago than `retention.keep`, at once and then
+/// every `retention.purge_every`, until `stop`: with the inbox's retention, which outlasts
+/// everything the orders stream can still deliver.
+pub async fn purge_cancelled_orders(
+    store: PgShippingStore,
+    retention: InboxRetention,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(retention.purge_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.purge_cancelled_orders(retention.keep).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "cancelled orders forgotten"),
+            Err(err) => {
+                tracing::warn!(error = %shop_runtime::status::error_chain(&err), "purge failed");
             }
         }
     }

@@ -245,3 +245,32 @@ async fn confirmations_and_cancellations_racing_leave_no_cancelled_order_shippin
     assert_eq!(app.dead_letters().await, vec![]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancelled_orders_are_forgotten_after_the_inbox_retention() {
+    let app = spawn_app_with(|config| config.inbox.inbox_purge_interval_secs = 0.2).await;
+    let (old, recent) = (Uuid::now_v7(), Uuid::now_v7());
+    for (order, age_days) in [(old, 9), (recent, 1)] {
+        sqlx::query(
+            "INSERT INTO cancelled_orders (order_id, cancelled_at) \
+             VALUES ($1, now() - make_interval(days => $2))",
+        )
+        .bind(order)
+        .bind(age_days)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let remembered = || async {
+        sqlx::query_scalar::<_, Uuid>("SELECT order_id FROM cancelled_orders")
+            .fetch_all(&app.db)
+            .await
+            .unwrap()
+    };
+    shop_testkit::wait_until(crate::helpers::PATIENCE, || async {
+        remembered().await == vec![recent]
+    })
+    .await
+    .expect("older than the 8-day retention: forgotten; younger: kept");
+    app.shutdown().await;
+}
