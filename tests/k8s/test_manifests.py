@@ -32,7 +32,7 @@ CALLERS = {
     "orders": {"gateway"},
     "payments": {"orders"},
     "payment-processor": {"payments"},
-    "shipping": set(),
+    "shipping": {"gateway"},
     "notifications": {"gateway"},
 }
 INFRA_EGRESS = {"postgres", "nats", "otel-collector"}
@@ -166,6 +166,47 @@ def test_network_policy_follows_the_call_graph(rendered, overlay, service):
     # Admin port open to Prometheus in the monitoring namespace only.
     scrape = [r for r in ingress if any("namespaceSelector" in p for p in r.get("from", []))]
     assert scrape and scrape[0]["ports"] == [{"port": "admin", "protocol": "TCP"}]
+
+
+# The env name a caller reads a callee's address from, where it is not <CALLEE>_URL.
+UPSTREAM_ENV = {"payment-processor": "PROCESSOR_URL"}
+
+
+def upstream_env(callee: str) -> str:
+    return UPSTREAM_ENV.get(callee, callee.upper().replace("-", "_") + "_URL")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_upstream_addresses_follow_the_call_graph(rendered, overlay, service):
+    """A service is told the headless address of exactly the services it may call."""
+    data = rendered[overlay].get("ConfigMap", f"{service}-config")["data"]
+    callees = {callee for callee, callers in CALLERS.items() if service in callers}
+    expected = {upstream_env(c): f"http://{c}-headless:50051" for c in callees}
+    upstreams = {k: v for k, v in data.items() if k.endswith("_URL") and k != "NATS_URL"}
+    assert upstreams == expected
+
+
+def _env_names_read(*roots) -> set[str]:
+    """Every `env = "NAME"` of the clap configs under `roots` (Rust sources)."""
+    names = set()
+    for root in roots:
+        for source in root.rglob("*.rs"):
+            names |= set(re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"', source.read_text()))
+    return names
+
+
+# Read outside clap: the log filter (tracing's EnvFilter) and the OpenTelemetry SDK's standard
+# variables (for the exporter).
+NOT_CLAP = {"RUST_LOG", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES"}
+
+
+@pytest.mark.parametrize("service", sorted(workspace_services()))
+def test_every_setting_is_one_the_binary_reads(rendered, service):
+    """A ConfigMap key no config reads (a typo, a renamed flag) would be silently ignored."""
+    data = rendered["dev"].get("ConfigMap", f"{service}-config")["data"]
+    read = _env_names_read(REPO / "crates" / "runtime" / "src", REPO / "services" / service / "src")
+    unread = sorted(set(data) - read - NOT_CLAP)
+    assert not unread, f"{service}: ConfigMap keys no config reads: {unread}"
 
 
 def test_default_deny(rendered, overlay):
