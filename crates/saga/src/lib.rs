@@ -28,10 +28,17 @@
 
 mod definition;
 mod error;
+pub mod fence;
+pub mod metrics;
 pub mod store;
 pub mod worker;
 
 pub use definition::{RetryPolicy, Saga, StepError, StepFuture, StepInput};
 pub use error::SagaError;
-pub use store::{MIGRATOR, NOTIFY_CHANNEL, Run, RunStatus, get, migrate, start};
+pub use fence::Fence;
+pub use metrics::SagaMetrics;
+pub use store::{
+    MIGRATOR, NOTIFY_CHANNEL, Outcome, Phase, Run, RunStatus, StepRecord, StuckRun, get, migrate,
+    start,
+};
 pub use worker::{Worker, WorkerConfig};
