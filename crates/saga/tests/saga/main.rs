@@ -9,3 +9,6 @@ mod common;
 mod cost;
 mod fencing;
 mod heartbeat;
+mod identity;
+mod stuck;
+mod visibility;
