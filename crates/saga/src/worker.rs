@@ -37,6 +37,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgListener;
@@ -544,6 +545,10 @@ where
         let period = (self.lease / 3).max(Duration::from_millis(1));
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The renewal in flight. It is polled beside the step, never instead of it: a step
+        // holding the run's row lock (Fence::hold) makes the renewal wait for its transaction,
+        // which only ends if the step keeps being driven.
+        let mut renewal: Option<BoxFuture<'_, Result<bool, SagaError>>> = None;
         loop {
             tokio::select! {
                 biased;
@@ -553,15 +558,26 @@ where
                     Ok(Err(StepError::Failed(error))) => Attempted::Failed(error),
                     Err(_) => Attempted::Timeout,
                 }),
-                _ = beat.tick() => match self.renew(fence).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(id = %fence.run_id(), "saga lease lost during a step; dropping it");
-                        return None;
+                renewed = async {
+                    match renewal.as_mut() {
+                        Some(renewing) => renewing.await,
+                        None => futures::future::pending().await,
                     }
-                    // The lease may run out; fenced writes keep that safe.
-                    Err(error) => tracing::warn!(%error, id = %fence.run_id(), "saga heartbeat failed"),
-                },
+                }, if renewal.is_some() => {
+                    renewal = None;
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(id = %fence.run_id(), "saga lease lost during a step; dropping it");
+                            return None;
+                        }
+                        // The lease may run out; fenced writes keep that safe.
+                        Err(error) => {
+                            tracing::warn!(%error, id = %fence.run_id(), "saga heartbeat failed");
+                        }
+                    }
+                }
+                _ = beat.tick(), if renewal.is_none() => renewal = Some(Box::pin(self.renew(fence))),
             }
         }
     }

@@ -71,6 +71,51 @@ async fn a_long_step_renews_its_lease_while_it_runs() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_step_holding_its_fence_past_a_heartbeat_is_not_deadlocked_by_it() -> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
+    // The step locks the run's row (Fence::hold) and keeps its transaction open past the first
+    // heartbeat, whose UPDATE then waits for that lock: the step must still be driven meanwhile.
+    let confirm = {
+        let pool = pool.clone();
+        move |input: StepInput<Order>| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.map_err(SagaError::from)?;
+                input.fence.hold(&mut tx).await?;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(SagaError::from)?;
+                tx.commit().await.map_err(SagaError::from)?;
+                Ok(input.data)
+            }
+            .boxed()
+        }
+    };
+    let saga = Saga::new("fenced").step("confirm", confirm);
+    let id = start(&pool, "fenced").await?;
+    let worker = Worker::try_new(
+        pool.clone(),
+        saga,
+        WorkerConfig {
+            step_timeout: Duration::from_millis(1300),
+            ..config(Duration::from_millis(1500))
+        },
+    )?;
+    let driven = tokio::time::timeout(WAIT, worker.run_once()).await;
+    assert!(driven.is_ok(), "the worker hung on its own heartbeat");
+    assert_eq!(driven??, 1);
+    assert_eq!(status(&pool, id).await, RunStatus::Completed);
+    assert_eq!(
+        history(&pool, id).await,
+        [("confirm".to_owned(), "action", "ok", 1)]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_heartbeat_that_finds_the_lease_lost_drops_the_step_and_records_nothing() -> Result<()> {
     let db = database().await?;
     let pool = db.pool.clone();
