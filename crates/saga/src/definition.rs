@@ -133,6 +133,13 @@ impl From<SagaError> for StepError {
     }
 }
 
+impl From<sqlx::Error> for StepError {
+    /// So that a step can `?` its own database calls: transient (retried, then compensated).
+    fn from(error: sqlx::Error) -> Self {
+        Self::from(SagaError::Database(error))
+    }
+}
+
 // === impl Saga ===
 
 impl<D> Saga<D> {

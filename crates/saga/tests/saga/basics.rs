@@ -313,3 +313,45 @@ async fn workers_share_runs_without_running_one_twice() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_step_that_panics_is_an_unknown_outcome_retried_then_compensated() -> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
+    let journal = Journal::default();
+    let panics = {
+        let journal = journal.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            // The first attempt panics in the closure, the later ones in the future.
+            assert!(input.attempt > 1, "processor client bug");
+            async { panic!("processor client bug") }.boxed()
+        }
+    };
+    let saga = Saga::new("order")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .compensated_step("authorize", panics, ok(&journal))
+        .retry(fast_retries());
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Compensated);
+    assert!(
+        run.failure.as_deref().unwrap().contains("step panicked"),
+        "{:?}",
+        run.failure
+    );
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "authorize",
+            "authorize",
+            "authorize",
+            "authorize:compensate",
+            "reserve:compensate"
+        ]
+    );
+    Ok(())
+}

@@ -32,7 +32,7 @@ fn saga(journal: &Journal, pool: PgPool, holds: Holds, stall: Stall) -> Saga<Ord
             let pool = pool.clone();
             let holds = holds.clone();
             async move {
-                let mut tx = pool.begin().await.map_err(SagaError::from)?;
+                let mut tx = pool.begin().await?;
                 let held = input.fence.hold(&mut tx).await;
                 holds
                     .lock()
@@ -44,9 +44,8 @@ fn saga(journal: &Journal, pool: PgPool, holds: Holds, stall: Stall) -> Saga<Ord
                         .bind("authorize")
                         .bind(input.fence.epoch())
                         .execute(&mut *tx)
-                        .await
-                        .map_err(SagaError::from)?;
-                    tx.commit().await.map_err(SagaError::from)?;
+                        .await?;
+                    tx.commit().await?;
                 } else {
                     assert!(matches!(held, Err(SagaError::LeaseLost)));
                 }

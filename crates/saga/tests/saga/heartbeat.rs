@@ -81,14 +81,11 @@ async fn a_step_holding_its_fence_past_a_heartbeat_is_not_deadlocked_by_it() -> 
         move |input: StepInput<Order>| {
             let pool = pool.clone();
             async move {
-                let mut tx = pool.begin().await.map_err(SagaError::from)?;
+                let mut tx = pool.begin().await?;
                 input.fence.hold(&mut tx).await?;
                 tokio::time::sleep(Duration::from_millis(800)).await;
-                sqlx::query("SELECT 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(SagaError::from)?;
-                tx.commit().await.map_err(SagaError::from)?;
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
+                tx.commit().await?;
                 Ok(input.data)
             }
             .boxed()
