@@ -298,7 +298,7 @@ where
             let room = self
                 .batch
                 .saturating_sub(i64::try_from(drives.len()).unwrap_or(i64::MAX));
-            if look && room > 0 && (room >= refill || drives.is_empty()) {
+            if look && room > 0 && (room >= refill || drives.is_empty()) && !stop.is_cancelled() {
                 look = false;
                 match self.driver.claim(room).await {
                     Ok(runs) => {
