@@ -50,6 +50,7 @@ mod definition;
 mod error;
 pub mod fence;
 pub mod metrics;
+mod progress;
 pub mod store;
 pub mod worker;
 

@@ -54,6 +54,7 @@ use crate::SagaError;
 use crate::definition::{RetryPolicy, Saga, Step, StepError, StepFn, StepInput};
 use crate::fence::Fence;
 use crate::metrics::SagaMetrics;
+use crate::progress::{self, History, Progress, Writer};
 use crate::store::{NOTIFY_CHANNEL, Outcome, Phase, RunStatus};
 
 /// How a worker claims and holds runs.
@@ -97,6 +98,8 @@ struct Driver<D> {
     lease: Duration,
     step_timeout: Duration,
     metrics: Option<SagaMetrics>,
+    /// Coalesces progress writes (only while [`Worker::run`] runs).
+    writer: Option<Writer>,
 }
 
 /// What a write does with the run's lease.
@@ -133,8 +136,8 @@ enum Attempted<D> {
 
 /// One attempt, as it goes into `saga_steps`.
 #[derive(Debug)]
-struct Record<'a> {
-    step: &'a str,
+struct Record {
+    step: &'static str,
     phase: Phase,
     outcome: Outcome,
     error: Option<String>,
@@ -254,6 +257,7 @@ where
                 lease,
                 step_timeout,
                 metrics: None,
+                writer: None,
             },
             batch,
             poll,
@@ -284,7 +288,15 @@ where
     /// previous claim, or every [`WorkerConfig::poll`] for retries and expired leases). On `stop`, each run stops after
     /// its current attempt and its lease is released for another replica.
     pub async fn run(&self, stop: CancellationToken) -> Result<(), SagaError> {
-        let mut listener = listen(&self.driver.pool).await;
+        let driver = Driver {
+            writer: Some(Writer::spawn(
+                self.driver.pool.clone(),
+                self.driver.lease,
+                usize::try_from(self.batch).unwrap_or(1),
+            )),
+            ..self.driver.clone()
+        };
+        let mut listener = listen(&driver.pool).await;
         let mut drives: JoinSet<Result<(), SagaError>> = JoinSet::new();
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -300,12 +312,12 @@ where
                 .saturating_sub(i64::try_from(drives.len()).unwrap_or(i64::MAX));
             if look && room > 0 && (room >= refill || drives.is_empty()) && !stop.is_cancelled() {
                 look = false;
-                match self.driver.claim(room).await {
+                match driver.claim(room).await {
                     Ok(runs) => {
                         // A full claim: more may be due; look again when there is room.
                         look = i64::try_from(runs.len()).unwrap_or(i64::MAX) >= room;
                         for run in runs {
-                            let driver = self.driver.clone();
+                            let driver = driver.clone();
                             let stop = stop.clone();
                             drives.spawn(async move { driver.drive(run, &stop).await });
                         }
@@ -380,6 +392,7 @@ impl<D> Clone for Driver<D> {
             lease: self.lease,
             step_timeout: self.step_timeout,
             metrics: self.metrics.clone(),
+            writer: self.writer.clone(),
         }
     }
 }
@@ -613,71 +626,54 @@ where
     }
 
     /// Writes `run` as it stands and does `lease`, and (with `record`) inserts the attempt's
-    /// history row, in one statement; `false` if the run is no longer this claim's (nothing
-    /// was written).
+    /// history row, in one statement (shared with other runs' writes under [`Worker::run`]);
+    /// `false` if the run is no longer this claim's (nothing was written).
     async fn write(
         &self,
         run: &Held<D>,
         lease: Lease,
         last_error: Option<&str>,
         data_changed: bool,
-        record: Option<&Record<'_>>,
+        record: Option<&Record>,
     ) -> Result<bool, SagaError> {
         let (keep_lease, retry_in) = match lease {
             Lease::Renew => (true, None),
             Lease::ReleaseFor(backoff) => (false, Some(backoff.as_secs_f64())),
             Lease::Release => (false, None),
         };
-        let data = data_changed
-            .then(|| serde_json::to_string(&run.data))
-            .transpose()?;
-        const UPDATE: &str = "UPDATE saga_runs SET status = $3, step = $4, attempts = $5, \
-                 data = COALESCE($6::jsonb, data), failure = $7, \
-                 last_error = COALESCE($8, last_error), \
-                 next_attempt_at = CASE WHEN $9::float8 IS NULL THEN next_attempt_at \
-                                        ELSE now() + make_interval(secs => $9) END, \
-                 lease_owner = CASE WHEN $10 THEN lease_owner END, \
-                 lease_until = CASE WHEN $10 THEN now() + make_interval(secs => $11) END, \
-                 updated_at = now() \
-             WHERE id = $1 AND lease_epoch = $2";
-        let sql = match record {
-            None => UPDATE.to_owned(),
-            Some(_) => format!(
-                "WITH run AS ({UPDATE} RETURNING id, lease_epoch) \
-                 INSERT INTO saga_steps \
-                     (run_id, step, phase, outcome, error, attempt, epoch, started_at, finished_at) \
-                 SELECT id, $12, $13, $14, $15, $16, lease_epoch, \
-                        now() - make_interval(secs => $17), now() \
-                 FROM run"
-            ),
+        let progress = Progress {
+            id: run.id,
+            epoch: run.epoch,
+            status: run.status.as_str(),
+            step: run.step,
+            attempts: run.attempts,
+            data: data_changed
+                .then(|| serde_json::to_string(&run.data))
+                .transpose()?,
+            failure: run.failure.clone(),
+            last_error: last_error.map(str::to_owned),
+            retry_in,
+            keep_lease,
+            record: record.map(|r| History {
+                step: r.step,
+                phase: r.phase.as_str(),
+                outcome: r.outcome.as_str(),
+                error: r.error.clone(),
+                attempt: r.attempt,
+                took: r.took.as_secs_f64(),
+            }),
         };
-        let mut query = sqlx::query(&sql)
-            .bind(run.id)
-            .bind(run.epoch)
-            .bind(run.status.as_str())
-            .bind(run.step)
-            .bind(run.attempts)
-            .bind(data)
-            .bind(run.failure.as_deref())
-            .bind(last_error)
-            .bind(retry_in)
-            .bind(keep_lease)
-            .bind(self.lease.as_secs_f64());
-        if let Some(record) = record {
-            query = query
-                .bind(record.step)
-                .bind(record.phase.as_str())
-                .bind(record.outcome.as_str())
-                .bind(record.error.as_deref())
-                .bind(record.attempt)
-                .bind(record.took.as_secs_f64());
+        if let Some(writer) = &self.writer
+            && let Some(written) = writer.write(progress.clone()).await
+        {
+            return written;
         }
-        let written = query.execute(&self.pool).await?.rows_affected();
-        Ok(written == 1)
+        let written = progress::execute(&self.pool, self.lease, &[&progress]).await?;
+        Ok(!written.is_empty())
     }
 
     /// Records an attempt whose claim was lost (history only: the run is another claim's now).
-    async fn lost(&self, run: &Held<D>, record: Record<'_>) -> Result<(), SagaError> {
+    async fn lost(&self, run: &Held<D>, record: Record) -> Result<(), SagaError> {
         tracing::warn!(id = %run.id, step = record.step, "saga lease lost; another worker has the run");
         self.observe(&record);
         sqlx::query(
@@ -727,7 +723,7 @@ where
         Ok(())
     }
 
-    fn observe(&self, record: &Record<'_>) {
+    fn observe(&self, record: &Record) {
         if let Some(metrics) = &self.metrics {
             metrics.observe(
                 self.saga.kind,
@@ -748,7 +744,7 @@ fn apply<D>(
     policy: &RetryPolicy,
     step_timeout: Duration,
     attempted: Attempted<D>,
-    record: &mut Record<'_>,
+    record: &mut Record,
 ) -> Applied {
     let (outcome, error) = match attempted {
         Attempted::Done(data) => {
