@@ -11,10 +11,13 @@
 //!   that stalled past its lease while another claimed the run matches nothing: it can never
 //!   record progress. Steps that write to the same database lock the run's row with
 //!   [`Fence::hold`] inside their transaction, so their own writes are fenced too.
-//! - **One statement per attempt.** The progress write and the attempt's row in `saga_steps`
-//!   are one statement (a CTE: the history row is inserted only if the fenced update matched);
-//!   the last step's write also completes the run. A 5-step run costs 5 statements plus its
-//!   share of a claim (see `docs/saga.md`).
+//! - **One statement per attempt, shared.** The progress write and the attempt's row in
+//!   `saga_steps` are one statement (a CTE: the history row is inserted only if the fenced
+//!   update matched); the last step's write also completes the run. Under [`Worker::run`] the
+//!   writes of all the runs the worker drives are coalesced: while one statement is in flight
+//!   the next writes queue, and go together in the next one (over `unnest`ed arrays, each row
+//!   fenced on its own). A 5-step run costs at most 5 statements plus its share of a claim, and
+//!   far less than one commit per step under load (see `docs/saga.md`).
 //! - **Heartbeat and timeout.** Each attempt runs under [`WorkerConfig::step_timeout`] (shorter
 //!   than the lease). An attempt still running after a third of the lease renews the lease
 //!   (fenced), and again every third; no heartbeat statement is spent on the usual short step.
