@@ -446,7 +446,12 @@ where
                 });
             match decoded {
                 Ok(run) => held.push(run),
-                Err(error) => self.park(id, epoch, &error.to_string()).await?,
+                Err(error) => {
+                    // The others were claimed all the same: do not lose them over this one.
+                    if let Err(parking) = self.park(id, epoch, &error.to_string()).await {
+                        tracing::warn!(%id, error = %parking, "saga run not parked");
+                    }
+                }
             }
         }
         Ok(held)
@@ -894,5 +899,181 @@ async fn notified(listener: &mut Option<PgListener>) {
             tracing::warn!(%error, "saga LISTEN connection failed; polling only");
             *listener = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt as _;
+
+    use super::*;
+
+    /// reserve (compensated) → authorize (compensated) → confirm (no compensation).
+    fn saga() -> Saga<u32> {
+        let noop = |i: StepInput<u32>| futures::future::ready(Ok(i.data)).boxed();
+        Saga::new("order")
+            .compensated_step("reserve", noop, noop)
+            .compensated_step("authorize", noop, noop)
+            .step("confirm", noop)
+    }
+
+    fn held(status: RunStatus, step: i32, attempts: i32) -> Held<u32> {
+        Held {
+            id: Uuid::nil(),
+            epoch: 1,
+            status,
+            step,
+            attempts,
+            data: 0,
+            failure: None,
+        }
+    }
+
+    fn record(step: &'static str, attempt: i32) -> Record {
+        Record {
+            step,
+            phase: Phase::Action,
+            outcome: Outcome::Ok,
+            error: None,
+            attempt,
+            took: Duration::ZERO,
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn run_apply(run: &mut Held<u32>, attempted: Attempted<u32>, rec: &mut Record) -> Applied {
+        let saga = saga();
+        apply(
+            run,
+            &saga.steps,
+            &policy(),
+            Duration::from_secs(1),
+            attempted,
+            rec,
+        )
+    }
+
+    #[test]
+    fn the_last_step_done_completes_the_run_in_the_same_write() {
+        let mut run = held(RunStatus::Running, 2, 1);
+        let applied = run_apply(&mut run, Attempted::Done(7), &mut record("confirm", 2));
+        assert_eq!(
+            (run.status, run.step, run.attempts, run.data),
+            (RunStatus::Completed, 3, 0, 7)
+        );
+        assert_eq!(applied.lease, Lease::Release);
+        assert!(applied.data_changed);
+    }
+
+    #[test]
+    fn a_transient_action_waits_then_is_compensated_itself_once_attempts_run_out() {
+        let mut run = held(RunStatus::Running, 1, 1);
+        let mut rec = record("authorize", 2);
+        let applied = run_apply(&mut run, Attempted::Transient("down".into()), &mut rec);
+        assert!(matches!(applied.lease, Lease::ReleaseFor(_)));
+        assert_eq!(
+            (run.status, run.step, run.attempts),
+            (RunStatus::Running, 1, 2)
+        );
+        assert_eq!(
+            (rec.outcome, rec.error.as_deref()),
+            (Outcome::Transient, Some("down"))
+        );
+
+        let mut rec = record("authorize", 3);
+        let applied = run_apply(&mut run, Attempted::Timeout, &mut rec);
+        assert_eq!(applied.lease, Lease::Renew);
+        assert_eq!(
+            (run.status, run.step, run.attempts),
+            (RunStatus::Compensating, 1, 0),
+            "authorize, in doubt, is the first to undo"
+        );
+        assert_eq!(
+            run.failure.as_deref(),
+            Some("authorize: timeout: timed out after 1s")
+        );
+        assert_eq!(rec.outcome, Outcome::Timeout);
+    }
+
+    #[test]
+    fn a_step_in_doubt_without_compensation_undoes_the_ones_before_it() {
+        let mut run = held(RunStatus::Running, 2, 2);
+        run_apply(
+            &mut run,
+            Attempted::Transient("down".into()),
+            &mut record("confirm", 3),
+        );
+        assert_eq!((run.status, run.step), (RunStatus::Compensating, 1));
+    }
+
+    #[test]
+    fn a_failed_action_undoes_only_the_steps_before_it() {
+        let mut run = held(RunStatus::Running, 1, 0);
+        let applied = run_apply(
+            &mut run,
+            Attempted::Failed("declined".into()),
+            &mut record("authorize", 1),
+        );
+        assert_eq!((run.status, run.step), (RunStatus::Compensating, 0));
+        assert_eq!(applied.lease, Lease::Renew);
+        assert_eq!(run.failure.as_deref(), Some("authorize: failed: declined"));
+
+        let mut first = held(RunStatus::Running, 0, 0);
+        let applied = run_apply(
+            &mut first,
+            Attempted::Failed("out of stock".into()),
+            &mut record("reserve", 1),
+        );
+        assert_eq!(
+            (first.status, applied.lease),
+            (RunStatus::Compensated, Lease::Release),
+            "nothing to undo"
+        );
+    }
+
+    #[test]
+    fn compensations_retry_without_limit_and_a_failed_one_is_stuck() {
+        let mut run = held(RunStatus::Compensating, 0, 40);
+        let applied = run_apply(
+            &mut run,
+            Attempted::Transient("down".into()),
+            &mut record("reserve", 41),
+        );
+        assert!(matches!(applied.lease, Lease::ReleaseFor(_)));
+        assert_eq!((run.status, run.attempts), (RunStatus::Compensating, 41));
+
+        let applied = run_apply(
+            &mut run,
+            Attempted::Failed("unknown".into()),
+            &mut record("reserve", 42),
+        );
+        assert_eq!(
+            (run.status, applied.lease),
+            (RunStatus::Stuck, Lease::Release)
+        );
+        assert_eq!(applied.last_error.as_deref(), Some("reserve: unknown"));
+
+        let mut last = held(RunStatus::Compensating, 0, 0);
+        let applied = run_apply(&mut last, Attempted::Done(1), &mut record("reserve", 1));
+        assert_eq!(
+            (last.status, last.step, applied.lease),
+            (RunStatus::Compensated, -1, Lease::Release)
+        );
+    }
+
+    #[test]
+    fn positions_that_make_no_sense_are_refused() {
+        let saga = saga();
+        assert!(settle(&mut held(RunStatus::Running, -1, 0), &saga.steps).is_err());
+        assert!(settle(&mut held(RunStatus::Compensating, 3, 0), &saga.steps).is_err());
+        let mut beyond = held(RunStatus::Running, 3, 0);
+        assert!(settle(&mut beyond, &saga.steps).is_ok());
+        assert_eq!(beyond.status, RunStatus::Completed);
     }
 }
