@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use futures::FutureExt as _;
 use shop_saga::{Outcome, Phase, RunStatus, Saga, SagaError, StepError, StepInput, Worker};
+use shop_testkit::wait_until;
 use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -66,6 +68,22 @@ fn saga(journal: &Journal, pool: PgPool, holds: Holds, stall: Stall) -> Saga<Ord
 
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_records_nothing_and_its_fence_is_refused() -> Result<()> {
+    stalled_worker(Drive::RunOnce).await
+}
+
+#[tokio::test]
+async fn the_same_under_run_with_coalesced_writes() -> Result<()> {
+    stalled_worker(Drive::Run).await
+}
+
+/// How worker A is driven: `run_once` writes directly, `run` through its writer.
+#[derive(Clone, Copy)]
+enum Drive {
+    RunOnce,
+    Run,
+}
+
+async fn stalled_worker(drive: Drive) -> Result<()> {
     let db = database().await?;
     let pool = db.pool.clone();
     sqlx::query("CREATE TABLE effects (run_id uuid NOT NULL, step text NOT NULL, epoch bigint)")
@@ -78,10 +96,12 @@ async fn a_worker_that_lost_its_lease_records_nothing_and_its_fence_is_refused()
     let stall: Stall = Arc::new(Mutex::new(Some((stalled_tx, resume_rx))));
     let id = start(&pool, "order").await?;
     let lease = Duration::from_secs(1);
+    let stop_a = CancellationToken::new();
 
     // Worker A on its own thread and runtime, so that stalling it stalls all of it.
     let a = std::thread::spawn({
         let (url, journal, holds) = (db.url.clone(), journal.clone(), holds.clone());
+        let stop_a = stop_a.clone();
         move || -> Result<(String, usize)> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -93,7 +113,13 @@ async fn a_worker_that_lost_its_lease_records_nothing_and_its_fence_is_refused()
                     saga(&journal, pool, holds, stall),
                     config(lease),
                 );
-                let claimed = worker.run_once().await?;
+                let claimed = match drive {
+                    Drive::RunOnce => worker.run_once().await?,
+                    Drive::Run => {
+                        worker.run(stop_a).await?;
+                        1
+                    }
+                };
                 Ok((worker.owner().to_owned(), claimed))
             })
         }
@@ -119,6 +145,15 @@ async fn a_worker_that_lost_its_lease_records_nothing_and_its_fence_is_refused()
 
     // A wakes up with its step in hand: its fence and its progress write are refused.
     resume_tx.send(())?;
+    wait_until(WAIT, || async {
+        shop_saga::store::timeline(&pool, id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.outcome == Outcome::LeaseLost)
+    })
+    .await?;
+    stop_a.cancel();
     let (a_owner, claimed) = tokio::task::spawn_blocking(move || a.join())
         .await?
         .map_err(|_| anyhow::anyhow!("worker A panicked"))??;
