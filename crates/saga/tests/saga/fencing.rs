@@ -95,7 +95,7 @@ async fn stalled_worker(drive: Drive) -> Result<()> {
     let (resume_tx, resume_rx) = mpsc::channel();
     let stall: Stall = Arc::new(Mutex::new(Some((stalled_tx, resume_rx))));
     let id = start(&pool, "order").await?;
-    let lease = Duration::from_secs(1);
+    let lease = Duration::from_secs(2);
     let stop_a = CancellationToken::new();
 
     // Worker A on its own thread and runtime, so that stalling it stalls all of it.

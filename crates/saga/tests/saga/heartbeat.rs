@@ -38,7 +38,7 @@ async fn a_long_step_renews_its_lease_while_it_runs() -> Result<()> {
             async move {
                 let at_start = lease_until(&pool, input.saga_id).await;
                 // Longer than a third of the lease: the heartbeat renews it meanwhile.
-                tokio::time::sleep(Duration::from_millis(900)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 let at_end = lease_until(&pool, input.saga_id).await;
                 seen.lock().unwrap().push((at_start, at_end));
                 Ok(input.data)
@@ -48,12 +48,13 @@ async fn a_long_step_renews_its_lease_while_it_runs() -> Result<()> {
     };
     let saga = Saga::new("slow").step("authorize", slow);
     let id = start(&pool, "slow").await?;
-    let lease = Duration::from_millis(1500);
+    // The heartbeat comes at 1 s, the step ends at 1.5 s, the timeout would be at 2.5 s.
+    let lease = Duration::from_secs(3);
     let worker = Worker::try_new(
         pool.clone(),
         saga,
         WorkerConfig {
-            step_timeout: Duration::from_millis(1300),
+            step_timeout: Duration::from_millis(2500),
             ..config(lease)
         },
     )?;
@@ -83,7 +84,7 @@ async fn a_step_holding_its_fence_past_a_heartbeat_is_not_deadlocked_by_it() -> 
             async move {
                 let mut tx = pool.begin().await?;
                 input.fence.hold(&mut tx).await?;
-                tokio::time::sleep(Duration::from_millis(800)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 sqlx::query("SELECT 1").execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(input.data)
@@ -96,9 +97,10 @@ async fn a_step_holding_its_fence_past_a_heartbeat_is_not_deadlocked_by_it() -> 
     let worker = Worker::try_new(
         pool.clone(),
         saga,
+        // The heartbeat comes at 1 s, while the step holds the row until 1.5 s.
         WorkerConfig {
-            step_timeout: Duration::from_millis(1300),
-            ..config(Duration::from_millis(1500))
+            step_timeout: Duration::from_millis(2500),
+            ..config(Duration::from_secs(3))
         },
     )?;
     let driven = tokio::time::timeout(WAIT, worker.run_once()).await;
