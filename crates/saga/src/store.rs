@@ -381,3 +381,19 @@ pub async fn timeline(pool: &PgPool, id: Uuid) -> Result<Vec<StepRecord>, SagaEr
         })
         .collect()
 }
+
+/// Deletes the step history of runs that finished (`completed` or `compensated`) longer than
+/// `age` ago; stuck and live runs keep theirs, and the runs themselves stay (they make
+/// [`start`] a no-op for their id). For a periodic retention job. Returns the rows deleted.
+pub async fn prune_history(pool: &PgPool, age: std::time::Duration) -> Result<u64, SagaError> {
+    let deleted = sqlx::query(
+        "DELETE FROM saga_steps s USING saga_runs r \
+         WHERE s.run_id = r.id AND r.status IN ('completed', 'compensated') \
+           AND r.updated_at < now() - make_interval(secs => $1)",
+    )
+    .bind(age.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(deleted)
+}
