@@ -28,7 +28,8 @@
 //!   the completed steps (the remote side may have applied it); a
 //!   [`StepError::Failed`] action is not (it was definitely not applied).
 //! - **Stuck, never a hot loop.** Transient failures wait a capped exponential backoff (at least
-//!   half of it, see [`RetryPolicy`]) with the lease released; a
+//!   half of it, see [`RetryPolicy`]): a wait up to [`WorkerConfig::poll`] (and a third of the
+//!   lease) in place, holding the run, a longer one with the lease released; a
 //!   compensation that fails for good, or a run whose state cannot be read, is parked `stuck`
 //!   with its error and never claimed again until [`store::retry_stuck`](crate::store::retry_stuck).
 //! - **Identity.** [`WorkerConfig::owner`] is a prefix: each [`Worker`] appends a random
@@ -73,7 +74,8 @@ pub struct WorkerConfig {
     /// that take 50 ms end to end, at least 50 across the replicas.
     pub batch: i64,
     /// How often to look for due runs when no notification arrives (retries that come due,
-    /// runs whose lease expired).
+    /// runs whose lease expired). A retry wait no longer than this (and a third of the lease)
+    /// is waited by the worker holding the run, so that the retry is not late by up to a poll.
     pub poll: Duration,
     /// The longest one attempt of an action or compensation may take; it is then dropped and
     /// counts as an unknown outcome. Must be shorter than [`lease`](Self::lease):
@@ -100,6 +102,8 @@ struct Driver<D> {
     owner: Arc<str>,
     lease: Duration,
     step_timeout: Duration,
+    /// Retry waits up to this (and a third of the lease) are waited holding the run.
+    poll: Duration,
     metrics: Option<SagaMetrics>,
     /// Coalesces progress writes (only while [`Worker::run`] runs).
     writer: Option<Writer>,
@@ -259,6 +263,7 @@ where
                 owner: format!("{owner}-{suffix:012x}").into(),
                 lease,
                 step_timeout,
+                poll,
                 metrics: None,
                 writer: None,
             },
@@ -394,6 +399,7 @@ impl<D> Clone for Driver<D> {
             owner: self.owner.clone(),
             lease: self.lease,
             step_timeout: self.step_timeout,
+            poll: self.poll,
             metrics: self.metrics.clone(),
             writer: self.writer.clone(),
         }
@@ -518,7 +524,7 @@ where
                 record.error = Some("lease lost while the attempt ran; dropped".to_owned());
                 return self.lost(&run, record).await;
             };
-            let applied = apply(
+            let mut applied = apply(
                 &mut run,
                 steps,
                 &self.saga.retry,
@@ -526,6 +532,16 @@ where
                 attempted,
                 &mut record,
             );
+            // A short wait is waited here, holding the lease: the retry comes when it is due,
+            // not at the next claim (up to a poll later), and costs no claim. A long one
+            // releases the run to whichever worker is free when it comes due.
+            let wait_here = match applied.lease {
+                Lease::ReleaseFor(wait) if wait <= self.poll.min(self.lease / 3) => {
+                    applied.lease = Lease::Renew;
+                    Some(wait)
+                }
+                _ => None,
+            };
             let written = self
                 .write(
                     &run,
@@ -549,6 +565,12 @@ where
                 return self.lost(&run, record).await;
             }
             self.observe(&record);
+            if let Some(wait) = wait_here {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return self.release(&run).await,
+                }
+            }
             match applied.lease {
                 Lease::Renew => {}
                 Lease::ReleaseFor(_) | Lease::Release => {

@@ -101,10 +101,15 @@ async fn transient_failures_are_retried_and_the_step_in_doubt_is_compensated_whe
     let id = start(&pool, "flaky").await?;
     let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
     run_until_final(&pool, &worker, id).await?;
-    assert_eq!(status(&pool, id).await, RunStatus::Completed);
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(
         journal.steps(),
         ["reserve", "authorize#1", "authorize#2", "authorize#3"]
+    );
+    assert_eq!(
+        run.lease_epoch, 1,
+        "waits shorter than the poll are waited holding the run: one claim"
     );
 
     // Always transient: after max_attempts the saga gives up and compensates, *including* the

@@ -186,6 +186,10 @@ async fn a_compensation_failing_transiently_is_retried_with_backoff_not_in_a_hot
         "still retrying, not given up"
     );
     assert_eq!(run.last_error.as_deref(), Some("inventory unavailable"));
+    assert!(
+        run.lease_epoch >= i64::from(attempts),
+        "waits longer than the poll release the run: each retry is a new claim"
+    );
     let transient = history(&pool, id)
         .await
         .iter()
