@@ -22,6 +22,9 @@ pub struct StepInput<D> {
     pub attempt: u32,
     /// The saga's data as the previous step left it.
     pub data: D,
+    /// Why the saga is compensating (`"<step>: failed: <reason>"`, `"<step>: transient: …"`,
+    /// `"<step>: timeout: …"`), for compensations; `None` for actions.
+    pub failure: Option<String>,
     /// This claim's fence: a step that writes to the saga's own database calls
     /// [`Fence::hold`] first, inside its transaction, so that its write commits only while
     /// this worker still holds the run.
@@ -64,7 +67,8 @@ pub(crate) type StepFn<D> = Arc<dyn Fn(StepInput<D>) -> StepFuture<D> + Send + S
 /// One step of a saga.
 pub struct Step<D> {
     pub(crate) name: &'static str,
-    pub(crate) action: StepFn<D>,
+    /// `None` for a compensation-only step ([`Saga::compensation`]).
+    pub(crate) action: Option<StepFn<D>>,
     pub(crate) compensation: Option<StepFn<D>>,
 }
 
@@ -160,7 +164,7 @@ impl<D> Saga<D> {
     {
         self.steps.push(Step {
             name,
-            action: Arc::new(action),
+            action: Some(Arc::new(action)),
             compensation: None,
         });
         self
@@ -175,7 +179,25 @@ impl<D> Saga<D> {
     {
         self.steps.push(Step {
             name,
-            action: Arc::new(action),
+            action: Some(Arc::new(action)),
+            compensation: Some(Arc::new(compensation)),
+        });
+        self
+    }
+
+    /// Adds a step with no action, only a compensation: going forward nothing happens (no call,
+    /// no write); when the saga compensates, it runs in its place in the reverse order. Added
+    /// first, it runs last in every compensated run — whichever step failed, even the first —
+    /// which is where to end the business side (cancel the order with
+    /// [`StepInput::failure`] as the reason).
+    #[must_use]
+    pub fn compensation<C>(mut self, name: &'static str, compensation: C) -> Self
+    where
+        C: Fn(StepInput<D>) -> StepFuture<D> + Send + Sync + 'static,
+    {
+        self.steps.push(Step {
+            name,
+            action: None,
             compensation: Some(Arc::new(compensation)),
         });
         self

@@ -14,6 +14,9 @@
 //!   [`RetryPolicy::max_attempts`]; if still in doubt, the step itself is compensated too,
 //!   then the completed ones.
 //!
+//! [`Saga::compensation`] adds a step with only a compensation: added first, it ends every
+//! compensated run (cancel the order with [`StepInput::failure`] as the reason).
+//!
 //! Compensations are retried with capped exponential backoff until they succeed; one that fails
 //! for good, or a run whose stored state cannot be read, is parked `stuck` with its error for an
 //! operator ([`store::stuck`], [`store::retry_stuck`]), never retried in a hot loop.

@@ -489,17 +489,20 @@ where
                     )
                     .await;
             };
-            let (phase, call, key) = match (run.status, &step.compensation) {
-                (RunStatus::Compensating, Some(compensation)) => (
+            let (phase, call, key) = match (run.status, &step.compensation, &step.action) {
+                (RunStatus::Compensating, Some(compensation), _) => (
                     Phase::Compensation,
                     compensation,
                     format!("{}:{}:compensate", run.id, step.name),
                 ),
-                _ => (
-                    Phase::Action,
-                    &step.action,
-                    format!("{}:{}", run.id, step.name),
-                ),
+                (RunStatus::Running, _, Some(action)) => {
+                    (Phase::Action, action, format!("{}:{}", run.id, step.name))
+                }
+                // `settle` only stops at a step with something to run.
+                _ => {
+                    let position = format!("nothing to run at step {}", run.step);
+                    return self.park(run.id, run.epoch, &position).await;
+                }
             };
             let attempt = run.attempts.saturating_add(1);
             let input = StepInput {
@@ -507,6 +510,10 @@ where
                 idempotency_key: key,
                 attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                 data: run.data.clone(),
+                failure: match phase {
+                    Phase::Action => None,
+                    Phase::Compensation => run.failure.clone(),
+                },
                 fence,
             };
             let started = Instant::now();
@@ -850,14 +857,23 @@ fn apply<D>(
     }
 }
 
-/// Brings `run` to the step it must attempt next: skips steps without a compensation while
-/// compensating, and ends a run with nothing left to do. `Err` if its position makes no sense.
+/// Brings `run` to the step it must attempt next: skips compensation-only steps while running
+/// and steps without a compensation while compensating, and ends a run with nothing left to
+/// do. `Err` if its position makes no sense.
 fn settle<D>(run: &mut Held<D>, steps: &[Step<D>]) -> Result<(), String> {
     let len = i32::try_from(steps.len()).unwrap_or(i32::MAX);
     match run.status {
         RunStatus::Running => {
             if run.step < 0 {
                 return Err(format!("running at step {} of {len}", run.step));
+            }
+            // Compensation-only steps have nothing to do going forward.
+            while usize::try_from(run.step)
+                .ok()
+                .and_then(|i| steps.get(i))
+                .is_some_and(|step| step.action.is_none())
+            {
+                run.step += 1;
             }
             if run.step >= len {
                 run.status = RunStatus::Completed;
@@ -1086,6 +1102,35 @@ mod tests {
         assert_eq!(
             (last.status, last.step, applied.lease),
             (RunStatus::Compensated, -1, Lease::Release)
+        );
+    }
+
+    #[test]
+    fn compensation_only_steps_are_skipped_forward_and_run_backward() {
+        let noop = |i: StepInput<u32>| futures::future::ready(Ok(i.data)).boxed();
+        let saga = Saga::new("order")
+            .compensation("cancel", noop)
+            .compensated_step("reserve", noop, noop)
+            .step("confirm", noop);
+        let mut fresh = held(RunStatus::Running, 0, 0);
+        settle(&mut fresh, &saga.steps).unwrap();
+        assert_eq!((fresh.status, fresh.step), (RunStatus::Running, 1));
+
+        let mut run = held(RunStatus::Running, 1, 0);
+        let mut rec = record("reserve", 1);
+        let policy = policy();
+        let failed = Attempted::Failed("out of stock".into());
+        let applied = apply(
+            &mut run,
+            &saga.steps,
+            &policy,
+            Duration::from_secs(1),
+            failed,
+            &mut rec,
+        );
+        assert_eq!(
+            (run.status, run.step, applied.lease),
+            (RunStatus::Compensating, 0, Lease::Renew)
         );
     }
 

@@ -360,3 +360,78 @@ async fn a_step_that_panics_is_an_unknown_outcome_retried_then_compensated() -> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_compensation_only_first_step_ends_every_compensated_run_with_the_reason() -> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
+    let journal = Journal::default();
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let cancel = |journal: &Journal| {
+        let (journal, reasons) = (journal.clone(), reasons.clone());
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            reasons.lock().unwrap().push(input.failure.clone());
+            async move { Ok(input.data) }.boxed()
+        }
+    };
+    let saga = |journal: &Journal, reserve_fails: bool| {
+        let reserve: Box<dyn Fn(StepInput<Order>) -> _ + Send + Sync> = if reserve_fails {
+            Box::new(fails(journal))
+        } else {
+            Box::new(ok(journal))
+        };
+        Saga::new("order")
+            .compensation("cancel", cancel(journal))
+            .compensated_step("reserve", move |i| reserve(i), ok(journal))
+            .step("authorize", fails(journal))
+    };
+
+    // Fails at authorize: reserve is undone, then the order cancelled with the reason.
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(
+        pool.clone(),
+        saga(&journal, false),
+        config(Duration::from_secs(30)),
+    );
+    run_until_final(&pool, &worker, id).await?;
+    assert_eq!(status(&pool, id).await, RunStatus::Compensated);
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "authorize",
+            "reserve:compensate",
+            "cancel:compensate"
+        ]
+    );
+    assert_eq!(
+        history(&pool, id)
+            .await
+            .first()
+            .map(|h| h.0.clone())
+            .as_deref(),
+        Some("reserve"),
+        "going forward, the compensation-only step is neither run nor recorded"
+    );
+
+    // Fails at the first real step: nothing to undo but the cancel.
+    let journal = Journal::default();
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(
+        pool.clone(),
+        saga(&journal, true),
+        config(Duration::from_secs(30)),
+    );
+    run_until_final(&pool, &worker, id).await?;
+    assert_eq!(status(&pool, id).await, RunStatus::Compensated);
+    assert_eq!(journal.steps(), ["reserve", "cancel:compensate"]);
+    assert_eq!(
+        *reasons.lock().unwrap(),
+        [
+            Some("authorize: failed: card declined".to_owned()),
+            Some("reserve: failed: card declined".to_owned())
+        ]
+    );
+    Ok(())
+}
