@@ -12,4 +12,12 @@ pub enum SagaError {
     /// A stored run makes no sense (unknown status, step out of range).
     #[error("corrupt saga run: {0}")]
     Corrupt(String),
+    /// The run is no longer this claim's: its lease ran out and another worker claimed it
+    /// (the lease epoch moved on). Whoever gets this must not write on the run's behalf.
+    #[error("saga lease lost: the run was claimed by another worker")]
+    LeaseLost,
+    /// A [`WorkerConfig`](crate::WorkerConfig) that cannot work (refused by
+    /// [`Worker::try_new`](crate::Worker::try_new)).
+    #[error("saga worker config: {0}")]
+    InvalidConfig(String),
 }

@@ -1,135 +1,21 @@
-//! shop-saga against a real PostgreSQL process: order of steps, compensation in reverse, retries,
-//! resuming after a worker dies mid-step, and several workers sharing runs without running one
-//! twice.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The basics: steps in order, compensation in reverse, retries, resuming after a worker dies,
+//! several workers sharing runs.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
 use futures::FutureExt as _;
-use serde::{Deserialize, Serialize};
-use shop_saga::{
-    RetryPolicy, RunStatus, Saga, StepError, StepFuture, StepInput, Worker, WorkerConfig,
-};
-use shop_testkit::{Postgres, wait_until};
-use sqlx::PgPool;
+use shop_saga::{RunStatus, Saga, StepError, StepInput, Worker, WorkerConfig};
+use shop_testkit::wait_until;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The data the test sagas carry: how many steps have added to it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Order {
-    touched: u32,
-}
-
-/// What the steps did, by idempotency key, in order.
-#[derive(Clone, Default)]
-struct Journal(Arc<Mutex<Vec<String>>>);
-
-impl Journal {
-    fn push(&self, key: &str) {
-        self.0.lock().unwrap().push(key.to_owned());
-    }
-
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// The journal with every run id cut off (`<id>:reserve` → `reserve`).
-    fn steps(&self) -> Vec<String> {
-        self.entries()
-            .iter()
-            .map(|k| k.split_once(':').map_or(k.clone(), |(_, s)| s.to_owned()))
-            .collect()
-    }
-
-    fn counts(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for key in self.entries() {
-            *counts.entry(key).or_default() += 1;
-        }
-        counts
-    }
-}
-
-/// A step that journals its key and bumps the data.
-fn ok(journal: &Journal) -> impl Fn(StepInput<Order>) -> StepFuture<Order> + Send + Sync + 'static {
-    let journal = journal.clone();
-    move |input: StepInput<Order>| {
-        journal.push(&input.idempotency_key);
-        let mut data = input.data;
-        data.touched += 1;
-        async move { Ok(data) }.boxed()
-    }
-}
-
-/// A step that journals its key and fails for good.
-fn fails(
-    journal: &Journal,
-) -> impl Fn(StepInput<Order>) -> StepFuture<Order> + Send + Sync + 'static {
-    let journal = journal.clone();
-    move |input: StepInput<Order>| {
-        journal.push(&input.idempotency_key);
-        async { Err(StepError::Failed("card declined".into())) }.boxed()
-    }
-}
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 3,
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(20),
-    }
-}
-
-fn config(lease: Duration) -> WorkerConfig {
-    WorkerConfig {
-        lease,
-        poll: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    }
-}
-
-async fn database() -> Result<(Postgres, PgPool)> {
-    let pg = Postgres::start().await?;
-    let pool = PgPool::connect(&pg.fresh_database().await?).await?;
-    shop_saga::migrate(&pool).await?;
-    shop_saga::migrate(&pool).await?; // idempotent
-    Ok((pg, pool))
-}
-
-async fn start(pool: &PgPool, kind: &str) -> Result<Uuid> {
-    let id = Uuid::new_v4();
-    let mut tx = pool.begin().await?;
-    assert!(shop_saga::start(&mut tx, kind, id, &Order::default()).await?);
-    assert!(
-        !shop_saga::start(&mut tx, kind, id, &Order::default()).await?,
-        "start twice is a no-op"
-    );
-    tx.commit().await?;
-    Ok(id)
-}
-
-async fn status(pool: &PgPool, id: Uuid) -> RunStatus {
-    shop_saga::get(pool, id).await.unwrap().unwrap().status
-}
-
-async fn run_until_final(pool: &PgPool, worker: &Worker<Order>, id: Uuid) -> Result<()> {
-    wait_until(WAIT, || async {
-        worker.run_once().await.unwrap();
-        status(pool, id).await.is_final()
-    })
-    .await?;
-    Ok(())
-}
+use crate::common::*;
 
 #[tokio::test]
 async fn runs_every_step_in_order_and_threads_the_data() -> Result<()> {
-    let (_pg, pool) = database().await?;
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     let saga = Saga::new("order")
         .compensated_step("reserve", ok(&journal), ok(&journal))
@@ -149,7 +35,8 @@ async fn runs_every_step_in_order_and_threads_the_data() -> Result<()> {
 
 #[tokio::test]
 async fn a_failed_step_compensates_completed_steps_in_reverse() -> Result<()> {
-    let (_pg, pool) = database().await?;
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     let saga = Saga::new("order")
         .compensated_step("reserve", ok(&journal), ok(&journal))
@@ -185,8 +72,10 @@ async fn a_failed_step_compensates_completed_steps_in_reverse() -> Result<()> {
 }
 
 #[tokio::test]
-async fn transient_failures_are_retried_and_compensated_when_they_persist() -> Result<()> {
-    let (_pg, pool) = database().await?;
+async fn transient_failures_are_retried_and_the_step_in_doubt_is_compensated_when_they_persist()
+-> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     // `authorize` fails transiently twice, then succeeds (attempts 1, 2 fail; 3 passes).
     let flaky = {
@@ -212,13 +101,19 @@ async fn transient_failures_are_retried_and_compensated_when_they_persist() -> R
     let id = start(&pool, "flaky").await?;
     let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
     run_until_final(&pool, &worker, id).await?;
-    assert_eq!(status(&pool, id).await, RunStatus::Completed);
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(
         journal.steps(),
         ["reserve", "authorize#1", "authorize#2", "authorize#3"]
     );
+    assert_eq!(
+        run.lease_epoch, 1,
+        "waits shorter than the poll are waited holding the run: one claim"
+    );
 
-    // Always transient: after max_attempts the saga gives up and compensates.
+    // Always transient: after max_attempts the saga gives up and compensates, *including* the
+    // step in doubt (payments may have authorized and only the answer was lost).
     let journal = Journal::default();
     let down = {
         let journal = journal.clone();
@@ -238,13 +133,30 @@ async fn transient_failures_are_retried_and_compensated_when_they_persist() -> R
     assert_eq!(run.status, RunStatus::Compensated);
     assert_eq!(run.last_error.as_deref(), Some("payments unavailable"));
     assert_eq!(
+        run.failure.as_deref(),
+        Some("authorize: transient: payments unavailable")
+    );
+    assert_eq!(
         journal.steps(),
         [
             "reserve",
             "authorize",
             "authorize",
             "authorize",
+            "authorize:compensate",
             "reserve:compensate"
+        ],
+        "the step whose outcome is unknown is compensated too"
+    );
+    assert_eq!(
+        history(&pool, id).await,
+        [
+            ("reserve".to_owned(), "action", "ok", 1),
+            ("authorize".to_owned(), "action", "transient", 1),
+            ("authorize".to_owned(), "action", "transient", 2),
+            ("authorize".to_owned(), "action", "transient", 3),
+            ("authorize".to_owned(), "compensation", "ok", 1),
+            ("reserve".to_owned(), "compensation", "ok", 1),
         ]
     );
     Ok(())
@@ -252,7 +164,8 @@ async fn transient_failures_are_retried_and_compensated_when_they_persist() -> R
 
 #[tokio::test]
 async fn a_failed_compensation_leaves_the_run_stuck() -> Result<()> {
-    let (_pg, pool) = database().await?;
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     let saga = Saga::new("order")
         .compensated_step("reserve", ok(&journal), fails(&journal))
@@ -270,7 +183,8 @@ async fn a_failed_compensation_leaves_the_run_stuck() -> Result<()> {
 
 #[tokio::test]
 async fn a_run_resumes_from_its_last_recorded_step_after_its_worker_dies() -> Result<()> {
-    let (_pg, pool) = database().await?;
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     let hang_first = Arc::new(Mutex::new(true));
     // `authorize` never finishes on its first attempt: the worker dies while it is in flight.
@@ -345,7 +259,8 @@ async fn a_run_resumes_from_its_last_recorded_step_after_its_worker_dies() -> Re
 
 #[tokio::test]
 async fn workers_share_runs_without_running_one_twice() -> Result<()> {
-    let (_pg, pool) = database().await?;
+    let db = database().await?;
+    let pool = db.pool.clone();
     let journal = Journal::default();
     // Steps that take a little while, so workers overlap.
     let slow = |journal: &Journal| {
@@ -400,6 +315,123 @@ async fn workers_share_runs_without_running_one_twice() -> Result<()> {
     assert!(
         counts.values().all(|&n| n == 1),
         "a step ran twice: {counts:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_step_that_panics_is_an_unknown_outcome_retried_then_compensated() -> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
+    let journal = Journal::default();
+    let panics = {
+        let journal = journal.clone();
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            // The first attempt panics in the closure, the later ones in the future.
+            assert!(input.attempt > 1, "processor client bug");
+            async { panic!("processor client bug") }.boxed()
+        }
+    };
+    let saga = Saga::new("order")
+        .compensated_step("reserve", ok(&journal), ok(&journal))
+        .compensated_step("authorize", panics, ok(&journal))
+        .retry(fast_retries());
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(pool.clone(), saga, config(Duration::from_secs(30)));
+    run_until_final(&pool, &worker, id).await?;
+    let run = shop_saga::get(&pool, id).await?.unwrap();
+    assert_eq!(run.status, RunStatus::Compensated);
+    assert!(
+        run.failure.as_deref().unwrap().contains("step panicked"),
+        "{:?}",
+        run.failure
+    );
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "authorize",
+            "authorize",
+            "authorize",
+            "authorize:compensate",
+            "reserve:compensate"
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_compensation_only_first_step_ends_every_compensated_run_with_the_reason() -> Result<()> {
+    let db = database().await?;
+    let pool = db.pool.clone();
+    let journal = Journal::default();
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let cancel = |journal: &Journal| {
+        let (journal, reasons) = (journal.clone(), reasons.clone());
+        move |input: StepInput<Order>| {
+            journal.push(&input.idempotency_key);
+            reasons.lock().unwrap().push(input.failure.clone());
+            async move { Ok(input.data) }.boxed()
+        }
+    };
+    let saga = |journal: &Journal, reserve_fails: bool| {
+        let reserve: Box<dyn Fn(StepInput<Order>) -> _ + Send + Sync> = if reserve_fails {
+            Box::new(fails(journal))
+        } else {
+            Box::new(ok(journal))
+        };
+        Saga::new("order")
+            .compensation("cancel", cancel(journal))
+            .compensated_step("reserve", move |i| reserve(i), ok(journal))
+            .step("authorize", fails(journal))
+    };
+
+    // Fails at authorize: reserve is undone, then the order cancelled with the reason.
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(
+        pool.clone(),
+        saga(&journal, false),
+        config(Duration::from_secs(30)),
+    );
+    run_until_final(&pool, &worker, id).await?;
+    assert_eq!(status(&pool, id).await, RunStatus::Compensated);
+    assert_eq!(
+        journal.steps(),
+        [
+            "reserve",
+            "authorize",
+            "reserve:compensate",
+            "cancel:compensate"
+        ]
+    );
+    assert_eq!(
+        history(&pool, id)
+            .await
+            .first()
+            .map(|h| h.0.clone())
+            .as_deref(),
+        Some("reserve"),
+        "going forward, the compensation-only step is neither run nor recorded"
+    );
+
+    // Fails at the first real step: nothing to undo but the cancel.
+    let journal = Journal::default();
+    let id = start(&pool, "order").await?;
+    let worker = Worker::new(
+        pool.clone(),
+        saga(&journal, true),
+        config(Duration::from_secs(30)),
+    );
+    run_until_final(&pool, &worker, id).await?;
+    assert_eq!(status(&pool, id).await, RunStatus::Compensated);
+    assert_eq!(journal.steps(), ["reserve", "cancel:compensate"]);
+    assert_eq!(
+        *reasons.lock().unwrap(),
+        [
+            Some("authorize: failed: card declined".to_owned()),
+            Some("reserve: failed: card declined".to_owned())
+        ]
     );
     Ok(())
 }
