@@ -321,3 +321,57 @@ impl ConsumerPosition {
         self.pending.saturating_add(self.ack_pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape orders serves, as agreed with its author.
+    const ORDERS: &str = r#"{
+        "orders": [{
+            "order_id": "0190a0a0-0000-7000-8000-000000000001",
+            "customer_id": "0190a0a0-0000-7000-8000-000000000002",
+            "status": "PENDING",
+            "reservation_id": "",
+            "payment_id": "",
+            "total": {"units": 19, "nanos": 500000000, "currency_code": "EUR"},
+            "lines": [{"product_id": "0190a0a0-0000-7000-8000-000000000003", "quantity": 2}],
+            "created_at": "2026-01-01T10:00:00Z",
+            "updated_at": "2026-01-01T10:00:00.123456Z"
+        }],
+        "sagas": {
+            "counts": {"running": 1, "completed": 5, "compensating": 0, "compensated": 2, "stuck": 1},
+            "stuck": [{"id": "0190a0a0-0000-7000-8000-000000000009", "error": "refund refused"}]
+        },
+        "outbox": {"unpublished": 2, "parked": 0, "oldest_unpublished_at": "2026-01-01T10:00:01Z"}
+    }"#;
+
+    #[test]
+    fn orders_state_decodes_in_the_agreed_shape() {
+        let state: OrdersState = serde_json::from_str(ORDERS).unwrap();
+        let order = &state.orders[0];
+        assert_eq!(order.status, OrderStatus::Pending);
+        assert_eq!(order.reservation_id, "");
+        assert_eq!(order.total.nanos, 500_000_000);
+        assert_eq!(order.lines[0].quantity, 2);
+        assert_eq!(state.sagas.counts.stuck, 1);
+        assert_eq!(state.sagas.stuck[0].error, "refund refused");
+        assert!(state.outbox.oldest_unpublished_at.is_some());
+        for status in ["CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED"] {
+            let json = ORDERS.replace("PENDING", status);
+            let state: OrdersState = serde_json::from_str(&json).unwrap();
+            assert_eq!(state.orders[0].status.name(), status);
+        }
+        assert!(serde_json::from_str::<OrdersState>(&ORDERS.replace("PENDING", "LOST")).is_err());
+    }
+
+    #[test]
+    fn an_outbox_without_a_backlog_has_no_oldest_row() {
+        let outbox: OutboxState = serde_json::from_str(r#"{"unpublished":0,"parked":1}"#).unwrap();
+        assert_eq!(outbox.oldest_unpublished_at, None);
+        assert_eq!(
+            serde_json::to_string(&outbox).unwrap(),
+            r#"{"unpublished":0,"parked":1}"#
+        );
+    }
+}
