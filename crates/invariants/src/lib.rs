@@ -2,8 +2,8 @@
 //! (`GET /admin/state`, never another service's tables) and JetStream's consumer positions,
 //! and reports what breaks the rules the order flow must keep.
 //!
-//! [`collect`] reads a [`MeshState`]; [`check`] is a pure function of that snapshot, a grace
-//! period and the time now; [`render`] writes the report `meshctl check` prints. The crate
+//! [`collect()`] reads a [`MeshState`]; [`check()`] is a pure function of that snapshot, a grace
+//! period and the time now; [`render()`] writes the report `meshctl check` prints. The crate
 //! depends on no service and not on the service kit: it knows the services only by the JSON
 //! they serve, described in [`types`].
 //!
