@@ -14,6 +14,8 @@
 //! - `meshctl load`: read-heavy traffic (list/get products, a few logins) for a while, with
 //!   calls/s, p50 and p99 per RPC; exits non-zero if any call failed.
 //! - `meshctl down`: stops a detached mesh (services, then NATS, then PostgreSQL).
+//! - `meshctl check [--grace-secs N]`: the order flow's invariants across the running mesh
+//!   (`shop-invariants`, through each service's `/admin/state`); exits non-zero on a violation.
 //!
 //! State lives in `.mesh/` at the workspace root (`--state-dir`): `postgres/` (the data
 //! directory), `nats/` (config, JetStream store), `logs/<name>.log` and `state.json` (pids,
@@ -39,6 +41,7 @@
     reason = "a command-line tool reports on the terminal"
 )]
 
+pub mod check;
 pub mod demo;
 pub mod down;
 mod error;
@@ -88,6 +91,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Stop the running mesh: services, then NATS, then PostgreSQL.
     Down,
+    /// Check the order flow's invariants across the running mesh; exit 1 on any violation.
+    Check(check::CheckArgs),
 }
 
 /// Flags of `meshctl load`.
@@ -167,6 +172,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
             load::load(&state_dir, options).await
         }
         Command::Down => down::down(&state_dir).await.map(|()| true),
+        Command::Check(args) => check::check(&state_dir, &args).await,
     }
 }
 

@@ -16,7 +16,10 @@
 //! - `error`: the one mapping from [`InventoryError`] to `tonic::Status`.
 //! - `events`: the events this service publishes and the outbox relay that carries them.
 //! - `sweeper`: releases expired reservations.
+//! - `admin`: `GET /admin/state` on the admin port (stock, reservations, outbox) for
+//!   `meshctl check`.
 
+mod admin;
 pub mod config;
 mod domain;
 mod error;
@@ -97,6 +100,7 @@ impl App {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
             )
+            .admin_routes(admin::routes(store.clone()))
             .readiness_check(db::PgReadiness::new(pool.clone()))
             // Reserve, Release and Commit only write the outbox: a NATS outage delays events,
             // it must not take stock out of service.

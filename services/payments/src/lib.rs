@@ -16,7 +16,10 @@
 //! - `grpc`: the tonic service.
 //! - `error`: the one mapping from [`PaymentsError`] to `tonic::Status`.
 //! - `events`: the events this service publishes and the outbox relay that carries them.
+//! - `admin`: `GET /admin/state` on the admin port (payments, ledger counts, outbox) for
+//!   `meshctl check`.
 
+mod admin;
 pub mod config;
 mod convert;
 mod domain;
@@ -119,13 +122,15 @@ impl App {
         let dependency = processor_dependency(&config.processor)?;
         let channel = client::connect(&dependency, builder.metrics()).await?;
         let processor = Arc::new(processor::GrpcProcessor::new(channel));
-        let payments = service::Payments::new(store::PgPaymentStore::new(pool.clone()), processor);
+        let store = store::PgPaymentStore::new(pool.clone());
+        let payments = service::Payments::new(store.clone(), processor);
         let server = builder
             .add_service(
                 PaymentServiceServer::new(grpc::PaymentsGrpc::new(payments))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
             )
+            .admin_routes(admin::routes(store))
             .readiness_check(db::PgReadiness::new(pool.clone()))
             // Payment writes only need the database: events wait in the outbox through an outage.
             .reported_check(shop_events::NatsReadiness::new(js.client()))

@@ -114,6 +114,29 @@ impl TryFrom<PaymentRow> for Payment {
     }
 }
 
+/// One payment as `/admin/state` lists it: its balances and how many captures its ledger has.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentSummary {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub status: String,
+    pub currency: String,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub captures: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl PaymentSummary {
+    /// The stored status, read.
+    pub fn status(&self) -> Result<Status, PaymentsError> {
+        Status::parse(&self.status)
+            .ok_or_else(|| PaymentsError::CorruptResult(format!("status {}", self.status)))
+    }
+}
+
 /// Money of `minor` units of `currency`, for events.
 pub fn money(minor: i64, currency: &str) -> Money {
     let (units, nanos) = Amount::parts(minor, currency);
@@ -143,6 +166,29 @@ impl PgPaymentStore {
             .await?
             .ok_or_else(|| PaymentsError::NotFound(id.to_string()))?
             .try_into()
+    }
+
+    /// Every payment with its ledger's sums and capture count, oldest first, in one query.
+    #[tracing::instrument(skip_all)]
+    pub async fn summaries(&self) -> Result<Vec<PaymentSummary>, PaymentsError> {
+        Ok(sqlx::query_as::<_, PaymentSummary>(
+            "SELECT p.id, p.order_id, p.status, p.currency, p.authorized_minor, \
+             p.created_at, p.updated_at, \
+             COALESCE(sum(l.amount_minor) FILTER (WHERE l.kind = 'capture'), 0)::BIGINT \
+                 AS captured_minor, \
+             COALESCE(sum(l.amount_minor) FILTER (WHERE l.kind = 'refund'), 0)::BIGINT \
+                 AS refunded_minor, \
+             count(l.id) FILTER (WHERE l.kind = 'capture') AS captures \
+             FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id \
+             GROUP BY p.id ORDER BY p.created_at, p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The pool, for the outbox's figures.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     #[tracing::instrument(skip_all)]

@@ -8,6 +8,7 @@
 //! form. The schema's CHECK constraints hold the counts together whatever happens here.
 
 mod reservations;
+mod snapshot;
 
 pub use reservations::Finish;
 

@@ -14,12 +14,12 @@ use crate::{
     events,
 };
 
-const HEAD_COLUMNS: &str = "id, order_id, status, created_at, updated_at, expires_at";
+pub(super) const HEAD_COLUMNS: &str = "id, order_id, status, created_at, updated_at, expires_at";
 
 /// A reservation row without its lines.
 #[derive(sqlx::FromRow)]
-struct HeadRow {
-    id: Uuid,
+pub(super) struct HeadRow {
+    pub(super) id: Uuid,
     order_id: Uuid,
     status: String,
     created_at: OffsetDateTime,
@@ -33,7 +33,7 @@ impl HeadRow {
             .ok_or_else(|| InventoryError::Corrupt(format!("reservation status {}", self.status)))
     }
 
-    fn with_lines(self, lines: Vec<Line>) -> Result<Reservation, InventoryError> {
+    pub(super) fn with_lines(self, lines: Vec<Line>) -> Result<Reservation, InventoryError> {
         Ok(Reservation {
             status: self.status()?,
             id: self.id,

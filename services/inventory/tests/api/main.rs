@@ -4,11 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod admin_state;
 mod contention;
 mod expiry;
 mod health;
 mod helpers;
 mod idempotency;
+mod invariants;
 mod low_stock;
 mod stock;
 mod validation;

@@ -231,6 +231,11 @@ impl TestApp {
     /// Checks the books, then stops both services.
     pub async fn finish(mut self) {
         self.check_ledger().await;
+        self.stop().await;
+    }
+
+    /// Stops both services without checking the books (for a test that broke them on purpose).
+    pub async fn stop(mut self) {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }

@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed unwrap is a failed test
 
+mod admin_state;
 mod faults;
 mod helpers;
 mod idempotency;
+mod invariants;
 mod lifecycle;
 mod validation;

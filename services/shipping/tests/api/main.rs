@@ -10,4 +10,5 @@ mod cancellation;
 mod choreography;
 mod health;
 mod helpers;
+mod invariants;
 mod validation;
