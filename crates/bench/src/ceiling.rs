@@ -76,9 +76,10 @@ pub async fn pg_commits(
         .connect(&format!("{server_url}postgres"))
         .await
         .context("connect to PostgreSQL")?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'bench'")
-        .fetch_optional(&admin)
-        .await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'bench'")
+            .fetch_optional(&admin)
+            .await?;
     if exists.is_none() {
         sqlx::query("CREATE DATABASE bench").execute(&admin).await?;
     }
@@ -108,7 +109,9 @@ pub async fn pg_commits(
         }
     })
     .await?;
-    sqlx::query("DROP TABLE commit_ceiling").execute(&pool).await?;
+    sqlx::query("DROP TABLE commit_ceiling")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(rate)
 }

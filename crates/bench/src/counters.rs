@@ -63,7 +63,8 @@ pub async fn read(state: &MeshState) -> anyhow::Result<Counters> {
     counters.commits = rows.into_iter().collect();
 
     for service in &state.services {
-        let Some(page) = meshctl::probe::http_get(service.admin_addr, "/metrics", MAX_METRICS_BYTES).await
+        let Some(page) =
+            meshctl::probe::http_get(service.admin_addr, "/metrics", MAX_METRICS_BYTES).await
         else {
             continue;
         };
@@ -122,7 +123,8 @@ impl Counters {
         }
         for (name, events) in &self.events {
             #[allow(clippy::cast_precision_loss)]
-            let change = events.saturating_sub(earlier.events.get(name).copied().unwrap_or(0)) as f64;
+            let change =
+                events.saturating_sub(earlier.events.get(name).copied().unwrap_or(0)) as f64;
             if name != "SHOP_DLQ" {
                 delta.events += change;
             }

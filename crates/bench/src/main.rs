@@ -95,7 +95,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // pg_stat_database lags by up to a second; outbox relays publish the last events.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cost = counters::read(&state).await?.since(&before).less_idle(&idle);
+    let cost = counters::read(&state)
+        .await?
+        .since(&before)
+        .less_idle(&idle);
 
     let report = Report {
         rate: args.rate,

@@ -83,7 +83,10 @@ impl Report {
             count(Outcome::Failed),
             count(Outcome::TimedOut)
         );
-        let _ = writeln!(out, "| **orders confirmed per second** | **{per_sec:.1}** |");
+        let _ = writeln!(
+            out,
+            "| **orders confirmed per second** | **{per_sec:.1}** |"
+        );
         let _ = writeln!(
             out,
             "| PlaceOrder → CONFIRMED p50 / p99 / max | {} / {} / {} |",

@@ -100,8 +100,11 @@ pub struct SagaConfig {
     /// How often to look for due runs without a notification, in ms.
     #[arg(long, env = "SAGA_POLL_MS", default_value_t = 1000)]
     pub saga_poll_ms: u64,
-    /// Attempts of a step before the saga compensates.
-    #[arg(long, env = "SAGA_MAX_ATTEMPTS", default_value_t = 5)]
+    /// Attempts of a step before the saga compensates. With the default backoff 8 attempts
+    /// span about 6 to 13 s: longer than one open period of a dependency's breaker (5 s), so a
+    /// breaker that trips during a burst of failures does not cancel orders, while a dependency
+    /// that stays down gets them cancelled in well under a minute.
+    #[arg(long, env = "SAGA_MAX_ATTEMPTS", default_value_t = 8)]
     pub saga_max_attempts: u32,
     /// Backoff before a step's second attempt, in ms (doubled per attempt, jittered).
     #[arg(long, env = "SAGA_BASE_BACKOFF_MS", default_value_t = 200)]
@@ -119,7 +122,7 @@ impl Default for SagaConfig {
             saga_lease_secs: 30.0,
             saga_step_timeout_secs: 10.0,
             saga_poll_ms: 1000,
-            saga_max_attempts: 5,
+            saga_max_attempts: 8,
             saga_base_backoff_ms: 200,
             saga_max_backoff_ms: 30_000,
         }
@@ -194,7 +197,7 @@ mod tests {
         let defaults = SagaConfig::default();
         let worker = defaults.worker().unwrap();
         assert!(worker.step_timeout < worker.lease);
-        assert_eq!(defaults.retry().max_attempts, 5);
+        assert_eq!(defaults.retry().max_attempts, 8);
         let bad = SagaConfig {
             saga_step_timeout_secs: 40.0,
             ..SagaConfig::default()

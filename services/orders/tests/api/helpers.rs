@@ -56,7 +56,8 @@ pub fn fast_saga() -> SagaConfig {
         saga_lease_secs: 10.0,
         saga_step_timeout_secs: 5.0,
         saga_poll_ms: 200,
-        saga_max_attempts: 5,
+        // Spans 2 to 3.5 s: longer than the breakers' open period below (1 s).
+        saga_max_attempts: 8,
         saga_base_backoff_ms: 50,
         saga_max_backoff_ms: 1000,
     }
@@ -76,6 +77,8 @@ pub struct Mesh {
     pub processor: ProcessorAdminServiceClient<Channel>,
     /// Where orders' dependencies listen, for an orders started by the test.
     pub dependencies: DependenciesConfig,
+    /// Admin ports of inventory, payments and shipping (`/admin/state`).
+    admins: [SocketAddr; 3],
     orders: Option<(OrderServiceClient<Channel>, SocketAddr)>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<Task>,
@@ -158,7 +161,7 @@ impl Mesh {
         })
         .await
         .expect("inventory builds");
-        let inventory_addr = inventory.grpc_addr();
+        let (inventory_addr, inventory_admin) = (inventory.grpc_addr(), inventory.admin_addr());
         let (stop, task) = serve(|stopped| {
             inventory.run_until(async {
                 let _ = stopped.await;
@@ -178,13 +181,13 @@ impl Mesh {
                 processor_attempt_timeout_ms: 400,
                 processor_max_attempts: 3,
                 processor_breaker_failures: 5,
-                processor_breaker_open_ms: 3000,
+                processor_breaker_open_ms: 1000,
                 ..payments::ProcessorConfig::new(format!("http://{processor_addr}"))
             },
         })
         .await
         .expect("payments builds");
-        let payments_addr = payments.grpc_addr();
+        let (payments_addr, payments_admin) = (payments.grpc_addr(), payments.admin_addr());
         let (stop, task) = serve(|stopped| {
             payments.run_until(async {
                 let _ = stopped.await;
@@ -209,6 +212,7 @@ impl Mesh {
         })
         .await
         .expect("shipping builds");
+        let shipping_admin = shipping.admin_addr();
         let (stop, task) = serve(|stopped| {
             shipping.run_until(async {
                 let _ = stopped.await;
@@ -239,6 +243,7 @@ impl Mesh {
             payments: PaymentServiceClient::new(connect(payments_addr).await),
             processor: ProcessorAdminServiceClient::new(connect(processor_addr).await),
             dependencies,
+            admins: [inventory_admin, payments_admin, shipping_admin],
             orders: None,
             stops,
             tasks,
@@ -510,6 +515,39 @@ impl Mesh {
                 "order {order_id} is finished but its payment is still only authorized"
             );
         }
+        let violations = self.violations().await;
+        assert!(
+            violations.is_empty(),
+            "the invariant checker found {violations:?}"
+        );
+    }
+
+    /// Runs the mesh's invariant checker (`shop_invariants`, what `meshctl check` runs) with
+    /// no grace period, until it reports nothing (events in flight settle) or 15 s have passed;
+    /// the violations it still reports then.
+    pub async fn violations(&self) -> Vec<shop_invariants::Violation> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = self.check_once().await;
+            if found.is_empty() || tokio::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One run of the invariant checker, no grace period.
+    pub async fn check_once(&self) -> Vec<shop_invariants::Violation> {
+        let targets = shop_invariants::Targets {
+            orders: self.orders.as_ref().map(|(_, admin)| *admin),
+            inventory: Some(self.admins[0]),
+            payments: Some(self.admins[1]),
+            shipping: Some(self.admins[2]),
+            nats_url: Some(self.nats.url()),
+            ..shop_invariants::Targets::default()
+        };
+        let state = shop_invariants::collect(&targets).await.expect("collect");
+        shop_invariants::check(&state, Duration::ZERO, time::OffsetDateTime::now_utc())
     }
 
     pub async fn finish(mut self) {

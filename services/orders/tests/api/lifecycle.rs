@@ -319,3 +319,39 @@ async fn the_admin_port_shows_orders_sagas_and_each_timeline() {
     assert_eq!(code, 404);
     mesh.finish().await;
 }
+
+#[tokio::test]
+async fn the_invariant_checker_catches_a_stuck_saga_and_an_order_left_pending() {
+    use shop_invariants::Kind;
+    let mut mesh = Mesh::start().await;
+    let mug = mesh.product(5, 0, 5).await;
+    let order = mesh.place(&[(&mug, 1)], "tok_visa").await;
+    mesh.wait_status(&order.order_id, OrderStatus::Confirmed, WITHIN)
+        .await;
+    assert!(mesh.violations().await.is_empty());
+
+    // By hand: park the finished run as stuck, and leave a copy of the order PENDING an hour.
+    sqlx::query(
+        "UPDATE saga_runs SET status = 'stuck', last_error = 'injected' WHERE id = $1::uuid",
+    )
+    .bind(&order.order_id)
+    .execute(&mesh.orders_pool)
+    .await
+    .expect("stuck");
+    sqlx::query(
+        "INSERT INTO order_events (order_id, version, type, payload, occurred_at) \
+         SELECT gen_random_uuid(), 1, type, payload, now() - interval '1 hour' \
+         FROM order_events WHERE order_id = $1::uuid AND version = 1",
+    )
+    .bind(&order.order_id)
+    .execute(&mesh.orders_pool)
+    .await
+    .expect("pending copy");
+    orders::rebuild_read_model(&mesh.orders_pool)
+        .await
+        .expect("rebuild");
+    let kinds: Vec<Kind> = mesh.check_once().await.iter().map(|v| v.kind).collect();
+    assert!(kinds.contains(&Kind::SagaStuck), "{kinds:?}");
+    assert!(kinds.contains(&Kind::OrderNotTerminal), "{kinds:?}");
+    mesh.finish().await;
+}
