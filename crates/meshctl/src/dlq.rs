@@ -211,12 +211,23 @@ fn row(letter: &StreamMessage) -> Vec<String> {
         header(HEADER_DLQ_SUBJECT),
         header(HEADER_DLQ_EVENT_ID),
         header(HEADER_DLQ_FAILURES),
-        letter
-            .time
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        stored_at(letter.time),
         error,
     ]
+}
+
+/// `2025-01-31T12:00:00Z`: RFC 3339 to the second.
+fn stored_at(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 #[cfg(test)]
@@ -248,6 +259,14 @@ mod tests {
         assert!(event.headers.get(HEADER_DLQ_ERROR).is_none());
         assert!(event.headers.get(HEADER_DLQ_SUBJECT).is_none());
         assert_eq!(event.payload, Bytes::from_static(b"body"));
+    }
+
+    #[test]
+    fn stored_times_are_shown_to_the_second_in_utc() {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+            .unwrap()
+            .to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(stored_at(at), "2023-11-14T22:13:20Z");
     }
 
     #[test]

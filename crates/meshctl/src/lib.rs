@@ -61,6 +61,7 @@ pub mod load;
 pub mod logs;
 mod mesh;
 pub mod nats;
+pub mod pace;
 pub mod pg_dirs;
 pub mod postgres;
 pub mod probe;
@@ -152,9 +153,15 @@ pub struct LoadArgs {
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Workers calling at once.
+    /// Workers calling at once (the most calls in flight).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Calls per second over all workers [default: back to back].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// What to call: PlaceOrder, or the read-heavy catalog/identity mix.
+    #[arg(long, value_enum, default_value_t = load::Scenario::PlaceOrder)]
+    pub scenario: load::Scenario,
 }
 
 /// Flags of `meshctl up`.
@@ -233,9 +240,17 @@ pub async fn run(cli: Cli) -> Result<bool> {
                     args.seconds
                 )));
             }
+            if args
+                .rate
+                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+            {
+                return Err(MeshError::Usage("--rate must be a positive number".into()));
+            }
             let options = load::LoadOptions {
                 duration: Duration::from_secs_f64(args.seconds),
                 concurrency: args.concurrency.max(1),
+                scenario: args.scenario,
+                rate: args.rate,
             };
             load::load(&state_dir, options).await
         }

@@ -69,7 +69,15 @@ fn throttling_is_waited_out_and_reported_apart_from_failures() {
 
     let load = meshctl(
         &dir,
-        &["load", "--seconds", "2", "--concurrency", "16"],
+        &[
+            "load",
+            "--scenario",
+            "reads",
+            "--seconds",
+            "2",
+            "--concurrency",
+            "16",
+        ],
         &[],
     );
     let report = String::from_utf8_lossy(&load.stdout);
