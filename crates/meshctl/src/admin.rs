@@ -76,9 +76,15 @@ pub struct Timeline {
     pub saga_id: String,
     /// Saga state.
     pub status: String,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub failure: Option<String>,
     /// Steps in the order they ran.
     #[serde(default)]
     pub steps: Vec<TimelineStep>,
+    /// The saga that undid the order after it was confirmed (a later cancellation), if any.
+    #[serde(default)]
+    pub undo: Option<Box<Timeline>>,
 }
 
 /// One attempt of a saga step or of its compensation.
@@ -192,6 +198,7 @@ mod tests {
             panic!("not served");
         };
         assert_eq!(timeline.steps[0].step, "reserve_stock");
+        assert_eq!(timeline.undo, None);
         assert!((timeline.steps[0].duration_ms - 12.5).abs() < f64::EPSILON);
     }
 }

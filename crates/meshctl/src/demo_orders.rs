@@ -240,15 +240,24 @@ fn render_timeline(answer: &Answer<Timeline>) -> String {
             ]
         })
         .collect();
-    format!(
-        "saga {} ({}):\n{}",
+    let failure = timeline
+        .failure
+        .as_deref()
+        .map_or_else(String::new, |why| format!(", {why}"));
+    let mut text = format!(
+        "saga {} ({}{failure}):\n{}",
         timeline.saga_id,
         timeline.status,
         table::render(
             &["step", "phase", "outcome", "attempt", "duration", "error"],
             &rows
         )
-    )
+    );
+    if let Some(undo) = &timeline.undo {
+        text.push_str("undone by ");
+        text.push_str(&render_timeline(&Answer::Served((**undo).clone())));
+    }
+    text
 }
 
 fn indent(text: &str, prefix: &str) -> String {
@@ -316,6 +325,8 @@ mod tests {
         let timeline = Timeline {
             saga_id: "s".into(),
             status: "compensated".into(),
+            failure: None,
+            undo: None,
             steps: vec![TimelineStep {
                 step: "authorize_payment".into(),
                 phase: "action".into(),

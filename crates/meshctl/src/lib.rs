@@ -96,13 +96,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Install what is missing, build, start PostgreSQL, NATS and every service.
+    /// Install what is missing, build, start PostgreSQL, NATS and every service, seed demo
+    /// products, then supervise (restart services that exit).
     Up(UpArgs),
-    /// Show whether every process of the running mesh is alive, serving and ready.
+    /// Show every process of the running mesh: alive, restarts, serving, ready, outbox,
+    /// consumer lag, dead letters, breakers; and orders' saga counts.
     Status,
-    /// Walk through the running mesh: register, log in, products, a notification.
+    /// Walk through the running mesh: register, log in, products, a notification, then three
+    /// orders (confirmed, declined, out of stock) with their saga timelines.
     Demo,
-    /// Put steady read-heavy traffic on the running mesh and report latency per RPC.
+    /// Put steady traffic (PlaceOrder, or catalog reads) on the running mesh and report
+    /// throughput and latency per RPC.
     Load(LoadArgs),
     /// Stop the running mesh: services, then NATS, then PostgreSQL.
     Down,

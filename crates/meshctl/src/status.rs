@@ -287,19 +287,27 @@ fn render_sagas(answer: &Answer<admin::AdminState>) -> String {
     let Some(sagas) = sagas else {
         return "orders sagas: - (no saga state in /admin/state)".to_owned();
     };
-    let counts: Vec<String> = [
+    const STATES: [&str; 5] = [
         "running",
         "completed",
         "compensating",
         "compensated",
         "stuck",
-    ]
-    .iter()
-    .map(|state| {
-        let n = sagas.counts.get(*state).copied().unwrap_or_default();
-        format!("{state} {n}")
-    })
-    .collect();
+    ];
+    // The five states always, in the saga's order, then any other state orders reports.
+    let others = sagas
+        .counts
+        .keys()
+        .filter(|k| !STATES.contains(&k.as_str()));
+    let counts: Vec<String> = STATES
+        .iter()
+        .map(|state| (*state).to_owned())
+        .chain(others.cloned())
+        .map(|state| {
+            let n = sagas.counts.get(&state).copied().unwrap_or_default();
+            format!("{state} {n}")
+        })
+        .collect();
     let mut text = format!("orders sagas: {}", counts.join(", "));
     for stuck in &sagas.stuck {
         text.push_str(&format!(
@@ -383,7 +391,12 @@ mod tests {
     fn renders_saga_counts_and_stuck_sagas() {
         let state = admin::AdminState {
             sagas: Some(admin::SagaSummary {
-                counts: [("completed".to_owned(), 3), ("stuck".to_owned(), 1)].into(),
+                counts: [
+                    ("completed".to_owned(), 3),
+                    ("stuck".to_owned(), 1),
+                    ("paused".to_owned(), 2),
+                ]
+                .into(),
                 stuck: vec![admin::StuckSaga {
                     id: "s-1".into(),
                     error: Some("payments unavailable".into()),
@@ -394,7 +407,8 @@ mod tests {
         let text = render_sagas(&Answer::Served(state));
         assert!(
             text.starts_with(
-                "orders sagas: running 0, completed 3, compensating 0, compensated 0, stuck 1"
+                "orders sagas: running 0, completed 3, compensating 0, compensated 0, stuck 1, \
+                 paused 2"
             ),
             "{text}"
         );

@@ -1,5 +1,6 @@
-//! Supervision: a service of a detached mesh killed with SIGKILL is started again by the
-//! background supervisor, and `status` counts the restart; `down` leaves no process behind.
+//! Supervision: a service killed with SIGKILL is started again, by the background supervisor
+//! of a detached mesh (and `status` counts the restart; `down` leaves no process behind) and
+//! by a foreground `up` alike (which SIGTERM then stops with everything it started).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 #![allow(clippy::print_stdout)] // the commands' output, shown when the test fails
@@ -103,6 +104,76 @@ fn a_killed_service_comes_back_and_status_counts_the_restart() {
     assert!(meshctl(&dir, &["down"]).status.success(), "down");
     for pid in [supervisor, after.pid, before.nats.pid, before.postgres.pid] {
         assert!(gone(pid), "pid {pid} still runs after down");
+    }
+    assert!(!dir.path().join("state.json").exists());
+}
+
+/// Polls `state.json` until `ready` holds for it.
+fn wait_for_state(dir: &TempDir, what: &str, ready: impl Fn(&MeshState) -> bool) -> MeshState {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(Some(state)) = MeshState::load(dir.path())
+            && ready(&state)
+        {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_foreground_up_restarts_too_and_stops_everything_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(&dir);
+    let catalog = format!("catalog={}:{}", port(), port());
+    let (pg, nats) = (port(), port());
+    let log = std::fs::File::create(dir.path().join("foreground-up.log")).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["up", "--pg-port", &pg, "--nats-port", &nats])
+        .args(["--only", "catalog", "--port", &catalog])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up_pid = up.id();
+    let before = wait_for_state(&dir, "the foreground up", |s| {
+        s.supervisor_pid == Some(up_pid)
+    });
+    let killed = before.service("catalog").unwrap().pid;
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &killed.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let after = wait_for_state(&dir, "catalog restarted", |s| {
+        s.service("catalog").is_some_and(|c| c.pid != killed)
+    });
+    let restarted = after.service("catalog").unwrap().clone();
+    assert_eq!(restarted.restarts, 1);
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &up_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = up.wait().unwrap();
+    println!(
+        "{}",
+        std::fs::read_to_string(dir.path().join("foreground-up.log")).unwrap()
+    );
+    assert!(exited.success(), "up after SIGTERM: {exited}");
+    for pid in [restarted.pid, before.nats.pid, before.postgres.pid] {
+        assert!(
+            gone(pid),
+            "pid {pid} still runs after the foreground up stopped"
+        );
     }
     assert!(!dir.path().join("state.json").exists());
 }
