@@ -1,6 +1,8 @@
 //! `meshctl demo`: a short walk through the running mesh with the generated Rust clients.
-//! Register a user, log in, create a product, list products, then wait for the welcome
-//! notification the registration causes (identity -> outbox -> NATS -> notifications).
+//! Register a user, log in, create a product, list products, wait for the welcome
+//! notification the registration causes (identity -> outbox -> NATS -> notifications), then
+//! the user places three orders (one confirms, one is declined, one is out of stock) and each
+//! saga's timeline is shown ([`crate::demo_orders`]; skipped when the mesh has no orders).
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use shop_proto::notifications::{
 use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
-use crate::fixture;
 use crate::state::MeshState;
+use crate::{demo_orders, fixture};
 
 /// How long the welcome notification may take to arrive.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +37,7 @@ pub async fn demo(state_dir: &Path) -> Result<()> {
         "5. welcome notification arrived: {:?} ({})",
         welcome.title, welcome.body
     );
+    demo_orders::run(&state, &user_id, &tag, 6).await?;
     println!("\nDemo complete.");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `meshctl down` and the stopping order shared with a foreground `up`: services (SIGTERM,
+//! `meshctl down` and the stopping order shared with a supervising `up`: services (SIGTERM,
 //! their grace period), then nats-server, then PostgreSQL (`pg_ctl stop -m fast`).
 
 use std::path::Path;
@@ -11,8 +11,8 @@ use crate::say;
 use crate::services::SHUTDOWN_GRACE_SECS;
 use crate::state::{MeshState, NatsState, PostgresState, ServiceState};
 
-/// How long a foreground `meshctl up` may take to stop its mesh after SIGTERM.
-const SUPERVISOR_GRACE: Duration = Duration::from_secs(SHUTDOWN_GRACE_SECS + 60);
+/// How long a supervising `meshctl up` may take to stop its mesh after SIGTERM.
+pub(crate) const SUPERVISOR_GRACE: Duration = Duration::from_secs(SHUTDOWN_GRACE_SECS + 60);
 /// How long nats-server may take to shut down before it is killed.
 const NATS_GRACE: Duration = Duration::from_secs(15);
 
@@ -29,10 +29,16 @@ pub async fn down(state_dir: &Path) -> Result<()> {
         .supervisor_pid
         .filter(|pid| is_running(*pid, Path::new("meshctl")))
     {
-        // A foreground `up` owns this mesh: let it stop everything in order.
-        say(&format!("stopping the foreground `meshctl up` (pid {pid})"));
+        // A supervisor owns this mesh: let it stop everything in order (and not restart what
+        // is stopped).
+        say(&format!("stopping the supervisor (pid {pid})"));
         processes::terminate(pid, SUPERVISOR_GRACE).await?;
     }
+    // What the supervisor left, as it last recorded it (it restarts services under new pids).
+    let Some(state) = MeshState::load(state_dir)? else {
+        say("the mesh is down");
+        return Ok(());
+    };
     stop_services(&state.services).await;
     stop_nats(&state.nats).await;
     stop_postgres(&state.postgres).await;

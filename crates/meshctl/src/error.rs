@@ -60,6 +60,15 @@ pub enum MeshError {
         tail: String,
     },
 
+    /// The background supervisor of `up --detach` exited before the mesh was running.
+    #[error("the supervisor exited ({status}) before the mesh was up; its output is above and in {}", log.display())]
+    SupervisorExited {
+        /// Its exit status.
+        status: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+
     /// The state file could not be read or written.
     #[error("state file {}: {detail}", path.display())]
     State {
@@ -96,6 +105,10 @@ pub enum MeshError {
     #[error("the running mesh has no {0} service")]
     MissingService(&'static str),
 
+    /// A demo order did not end as it should have.
+    #[error("demo orders did not end as expected: {0}")]
+    UnexpectedOrders(String),
+
     /// A load worker task panicked or was cancelled.
     #[error("load worker failed: {0}")]
     Worker(String),
@@ -121,6 +134,15 @@ pub enum MeshError {
         call: &'static str,
         /// The status returned (boxed: it is large).
         status: Box<tonic::Status>,
+    },
+
+    /// A NATS or JetStream request failed.
+    #[error("NATS: {what}: {detail}")]
+    Nats {
+        /// What was asked.
+        what: String,
+        /// The client's error.
+        detail: String,
     },
 
     /// A polled condition did not hold in time.
@@ -167,6 +189,14 @@ impl MeshError {
             source = cause.source();
         }
         text
+    }
+
+    /// A failed NATS request.
+    pub(crate) fn nats(what: String, err: impl std::fmt::Display) -> Self {
+        Self::Nats {
+            what,
+            detail: err.to_string(),
+        }
     }
 
     /// A failed gRPC call.

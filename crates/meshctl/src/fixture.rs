@@ -1,10 +1,11 @@
-//! What `demo` and `load` create in the mesh: users and kitchen products.
+//! What `demo` and `load` create in the mesh: users, kitchen products and orders.
 
 use shop_proto::catalog::{
     CreateProductRequest, Product, catalog_service_client::CatalogServiceClient,
 };
-use shop_proto::common::Money;
+use shop_proto::common::{Money, PostalAddress};
 use shop_proto::identity::{RegisterRequest, identity_service_client::IdentityServiceClient};
+use shop_proto::orders::{CartLine, PlaceOrderRequest};
 use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
@@ -62,4 +63,35 @@ pub async fn kitchen_product(
         .map_err(|s| MeshError::rpc("CatalogService/CreateProduct", s))?
         .into_inner();
     Ok(created.product.unwrap_or_default())
+}
+
+/// A `PlaceOrder` of `quantity` of `product_id` for `customer_id`, paid with
+/// `payment_method_token` (the simulated processor declines `tok_decline` and
+/// `tok_insufficient` and authorizes anything else), shipped to a fixed demo address.
+#[must_use]
+pub fn place_order_request(
+    idempotency_key: String,
+    customer_id: &str,
+    product_id: &str,
+    quantity: i32,
+    payment_method_token: &str,
+) -> PlaceOrderRequest {
+    PlaceOrderRequest {
+        idempotency_key,
+        customer_id: customer_id.to_owned(),
+        lines: vec![CartLine {
+            product_id: product_id.to_owned(),
+            quantity,
+        }],
+        shipping_address: Some(PostalAddress {
+            recipient_name: "Ada Mesh".into(),
+            line1: "1 Mesh Street".into(),
+            line2: String::new(),
+            city: "Berlin".into(),
+            region: String::new(),
+            postal_code: "10115".into(),
+            country_code: "DE".into(),
+        }),
+        payment_method_token: payment_method_token.to_owned(),
+    }
 }

@@ -1,10 +1,16 @@
 //! `meshctl load`: steady traffic against the running mesh, with a report per RPC.
 //!
-//! Workers call back to back for the given time, each call drawn from a read-heavy shop mix:
-//! mostly `ListProducts` and `GetProduct` against catalog, and a few `Login`s against identity
-//! (argon2 makes them expensive on purpose, as they are in production). The fixture it needs
-//! (one user, one product) is created first. The report gives calls, calls/s, p50 and p99 per
-//! RPC, and the failures by status code; the command fails if any call did.
+//! Two scenarios. `place-order` (the default) places orders of one seeded product ([`seed::TEA`],
+//! stock for a million) paid with `tok_visa`, each with its own idempotency key, so every call
+//! starts a saga. `reads` is a read-heavy shop mix: mostly `ListProducts` and `GetProduct`
+//! against catalog, and a few `Login`s against identity (argon2 makes them expensive on
+//! purpose, as they are in production); the fixture it needs (one user, one product) is
+//! created first.
+//!
+//! Workers (`--concurrency`) call back to back for the given time, or at a fixed total rate
+//! (`--rate`, [`crate::pace`]), with a progress line once a second. The report gives calls,
+//! calls/s, p50 and p99 per RPC, and the failures by status code; the command fails if any
+//! call did.
 //!
 //! The load comes from one caller, so it meets the servers' per-caller rate limit with the
 //! default settings. An answer that says so (`RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo`
@@ -13,18 +19,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shop_proto::catalog::{
     GetProductRequest, ListProductsRequest, catalog_service_client::CatalogServiceClient,
 };
 use shop_proto::identity::{LoginRequest, identity_service_client::IdentityServiceClient};
+use shop_proto::orders::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 use crate::error::{MeshError, Result};
+use crate::pace::{CallEnd, Pace, Progress};
 use crate::state::MeshState;
-use crate::{fixture, table};
+use crate::{fixture, seed, table};
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +43,19 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Workers calling at once.
     pub concurrency: usize,
+    /// What to call.
+    pub scenario: Scenario,
+    /// Calls per second over all workers; back to back when `None`.
+    pub rate: Option<f64>,
+}
+
+/// What `meshctl load` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `OrderService/PlaceOrder`, one seeded product, `tok_visa`.
+    PlaceOrder,
+    /// Catalog reads with a few identity logins.
+    Reads,
 }
 
 /// The RPCs of the mix, with their weights out of 100.
@@ -41,6 +64,7 @@ enum Rpc {
     ListProducts,
     GetProduct,
     Login,
+    PlaceOrder,
 }
 
 /// What one worker saw.
@@ -68,9 +92,22 @@ fn retry_after(status: &tonic::Status) -> Option<Duration> {
 #[derive(Clone)]
 struct Target {
     catalog: CatalogServiceClient<Channel>,
-    identity: IdentityServiceClient<Channel>,
+    /// `None` in the `place-order` scenario, which makes no logins.
+    identity: Option<IdentityServiceClient<Channel>>,
     product_id: String,
     email: String,
+    /// Set for the `place-order` scenario.
+    orders: Option<OrderTarget>,
+}
+
+/// What `PlaceOrder` calls need: the client, what to order, and a count for unique keys.
+#[derive(Clone)]
+struct OrderTarget {
+    client: OrderServiceClient<Channel>,
+    customer_id: String,
+    product_id: String,
+    tag: String,
+    placed: Arc<AtomicU64>,
 }
 
 // === impl Rpc ===
@@ -90,6 +127,7 @@ impl Rpc {
             Self::ListProducts => "CatalogService/ListProducts",
             Self::GetProduct => "CatalogService/GetProduct",
             Self::Login => "IdentityService/Login",
+            Self::PlaceOrder => "OrderService/PlaceOrder",
         }
     }
 }
@@ -115,9 +153,33 @@ impl Target {
         .await?;
         Ok(Self {
             catalog,
-            identity,
+            identity: Some(identity),
             product_id: product.product_id,
             email,
+            orders: None,
+        })
+    }
+
+    /// The clients for `place-order`: the seeded bulk product, a customer of this run.
+    async fn for_orders(state: &MeshState) -> Result<Self> {
+        let client = OrderServiceClient::new(state.channel("orders")?);
+        let seeded = seed::seed(state).await?;
+        let tea = seeded
+            .into_iter()
+            .find(|s| s.seed.sku == seed::TEA.sku)
+            .ok_or_else(|| MeshError::Usage(format!("{} was not seeded", seed::TEA.sku)))?;
+        Ok(Self {
+            catalog: CatalogServiceClient::new(state.channel("catalog")?),
+            identity: None,
+            product_id: tea.product.product_id.clone(),
+            email: String::new(),
+            orders: Some(OrderTarget {
+                client,
+                customer_id: uuid::Uuid::new_v4().to_string(),
+                product_id: tea.product.product_id,
+                tag: fixture::tag(),
+                placed: Arc::new(AtomicU64::new(0)),
+            }),
         })
     }
 
@@ -139,14 +201,30 @@ impl Target {
                 })
                 .await
                 .map(drop),
-            Rpc::Login => self
-                .identity
-                .login(LoginRequest {
+            Rpc::Login => {
+                let Some(identity) = self.identity.as_mut() else {
+                    return Err(tonic::Status::failed_precondition("no identity client"));
+                };
+                let login = LoginRequest {
                     email: self.email.clone(),
                     password: fixture::PASSWORD.into(),
-                })
-                .await
-                .map(drop),
+                };
+                identity.login(login).await.map(drop)
+            }
+            Rpc::PlaceOrder => {
+                let Some(orders) = self.orders.as_mut() else {
+                    return Err(tonic::Status::failed_precondition("no orders client"));
+                };
+                let n = orders.placed.fetch_add(1, Ordering::Relaxed);
+                let request = fixture::place_order_request(
+                    format!("meshctl-load-{}-{n}", orders.tag),
+                    &orders.customer_id,
+                    &orders.product_id,
+                    1,
+                    "tok_visa",
+                );
+                orders.client.place_order(request).await.map(drop)
+            }
         }
     }
 }
@@ -155,44 +233,35 @@ impl Target {
 /// whether every call succeeded.
 pub async fn load(state_dir: &Path, options: LoadOptions) -> Result<bool> {
     let state = MeshState::running(state_dir)?;
-    let target = Target::create(
-        CatalogServiceClient::new(state.channel("catalog")?),
-        IdentityServiceClient::new(state.channel("identity")?),
-    )
-    .await?;
+    let (target, mix) = match options.scenario {
+        Scenario::PlaceOrder => (Target::for_orders(&state).await?, "PlaceOrder, tok_visa"),
+        Scenario::Reads => (
+            Target::create(
+                CatalogServiceClient::new(state.channel("catalog")?),
+                IdentityServiceClient::new(state.channel("identity")?),
+            )
+            .await?,
+            "75 % ListProducts, 20 % GetProduct, 5 % Login",
+        ),
+    };
+    let pacing = options.rate.map_or_else(
+        || "back to back".to_owned(),
+        |rate| format!("{rate}/s in all"),
+    );
     println!(
-        "load: {} worker(s) for {:?} (75 % ListProducts, 20 % GetProduct, 5 % Login)",
+        "load: {} worker(s) for {:?}, {pacing} ({mix})",
         options.concurrency, options.duration
     );
 
     let started = Instant::now();
+    let pace = Pace::new(started, options.rate);
+    let progress = Arc::new(Progress::default());
+    let shown = tokio::spawn(Arc::clone(&progress).show(started, options.duration));
     let workers: Vec<_> = (0..options.concurrency.max(1))
         .map(|_| {
-            let mut target = target.clone();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while started.elapsed() < options.duration {
-                    let rpc = Rpc::draw();
-                    let begin = Instant::now();
-                    let outcome = target.call(rpc).await;
-                    let elapsed = begin.elapsed();
-                    match outcome {
-                        Ok(()) => tally.latencies.entry(rpc).or_default().push(elapsed),
-                        Err(status) => match retry_after(&status) {
-                            Some(delay) => {
-                                *tally.throttled.entry(rpc).or_default() += 1;
-                                let left = options.duration.saturating_sub(started.elapsed());
-                                tokio::time::sleep(delay.min(left)).await;
-                            }
-                            None => {
-                                let code = format!("{:?}", status.code());
-                                *tally.failures.entry((rpc, code)).or_default() += 1;
-                            }
-                        },
-                    }
-                }
-                tally
-            })
+            let target = target.clone();
+            let (pace, progress) = (pace.clone(), Arc::clone(&progress));
+            tokio::spawn(work(target, options, started, pace, progress))
         })
         .collect();
     let mut total = Tally::default();
@@ -209,8 +278,49 @@ pub async fn load(state_dir: &Path, options: LoadOptions) -> Result<bool> {
         }
     }
     let elapsed = started.elapsed();
+    shown.abort();
     print!("{}", report(&mut total, elapsed));
     Ok(total.failures.is_empty())
+}
+
+/// One worker: calls until the time is up, on the pace, counting what it saw.
+async fn work(
+    mut target: Target,
+    options: LoadOptions,
+    started: Instant,
+    pace: Pace,
+    progress: Arc<Progress>,
+) -> Tally {
+    let mut tally = Tally::default();
+    while pace.wait_turn(options.duration).await {
+        let rpc = match options.scenario {
+            Scenario::PlaceOrder => Rpc::PlaceOrder,
+            Scenario::Reads => Rpc::draw(),
+        };
+        let begin = Instant::now();
+        let outcome = target.call(rpc).await;
+        let elapsed = begin.elapsed();
+        match outcome {
+            Ok(()) => {
+                progress.record(CallEnd::Ok);
+                tally.latencies.entry(rpc).or_default().push(elapsed);
+            }
+            Err(status) => match retry_after(&status) {
+                Some(delay) => {
+                    progress.record(CallEnd::Throttled);
+                    *tally.throttled.entry(rpc).or_default() += 1;
+                    let left = options.duration.saturating_sub(started.elapsed());
+                    tokio::time::sleep(delay.min(left)).await;
+                }
+                None => {
+                    progress.record(CallEnd::Failed);
+                    let code = format!("{:?}", status.code());
+                    *tally.failures.entry((rpc, code)).or_default() += 1;
+                }
+            },
+        }
+    }
+    tally
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

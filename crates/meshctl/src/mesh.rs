@@ -1,14 +1,20 @@
 //! The processes of one `meshctl up`: started in order, watched while the mesh runs, and
 //! stopped in reverse order, also when starting fails half-way or is interrupted.
+//!
+//! While the mesh runs, a service that exits on its own is started again after a backoff
+//! ([`crate::restart`]), its new pid and restart count written to `state.json`. PostgreSQL or
+//! nats-server exiting ends the supervision instead: everything is stopped and `up` fails.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 
 use crate::error::{MeshError, Result};
 use crate::postgres::Postgres;
 use crate::processes;
+use crate::restart::RestartPolicy;
 use crate::services::{self, Infra, PlannedService};
 use crate::state::{MeshState, NatsState, PostgresState, ServiceState, now_rfc3339};
 use crate::workspace::Workspace;
@@ -27,7 +33,23 @@ pub(crate) struct Mesh {
     postgres: Postgres,
     postgres_state: Option<PostgresState>,
     nats: Option<(Child, NatsState)>,
-    services: Vec<(Child, ServiceState)>,
+    services: Vec<Supervised>,
+}
+
+/// A service process and what it takes to start it again.
+struct Supervised {
+    /// The running process; `None` while a restart is due.
+    child: Option<Child>,
+    state: ServiceState,
+    /// Its environment (`services::service_env`), for restarts.
+    env: Vec<(&'static str, String)>,
+    /// Its working directory.
+    root: PathBuf,
+    /// When the current process started.
+    started: Instant,
+    /// When the pending restart is due.
+    restart_at: Option<Instant>,
+    backoff: RestartPolicy,
 }
 
 // === impl Mesh ===
@@ -101,16 +123,9 @@ impl Mesh {
         root: &Path,
     ) -> Result<()> {
         let name = service.spec.name;
+        let env = services::service_env(service, infra);
         let log = self.logs.join(format!("{name}.log"));
-        let mut cmd = Command::new(bin);
-        cmd.envs(services::service_env(service, infra))
-            .current_dir(root);
-        if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
-            // A start-up error is then its message, not a backtrace of `main` filling the log
-            // tail that meshctl shows (panics still honour RUST_BACKTRACE).
-            cmd.env("RUST_LIB_BACKTRACE", "0");
-        }
-        let child = processes::spawn_logged(&mut cmd, &log, name)?;
+        let child = spawn_service(bin, &env, root, &log, name)?;
         let state = ServiceState {
             name: name.to_owned(),
             pid: child.id().unwrap_or_default(),
@@ -118,8 +133,17 @@ impl Mesh {
             admin_addr: service.admin_addr,
             binary: bin.to_path_buf(),
             log,
+            restarts: 0,
         };
-        self.services.push((child, state));
+        self.services.push(Supervised {
+            child: Some(child),
+            state,
+            env,
+            root: root.to_path_buf(),
+            started: Instant::now(),
+            restart_at: None,
+            backoff: RestartPolicy::default(),
+        });
         Ok(())
     }
 
@@ -127,11 +151,16 @@ impl Mesh {
     /// service exits or takes longer than [`READY_TIMEOUT`].
     async fn wait_services_ready(&mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        for (child, svc) in &mut self.services {
+        for supervised in &mut self.services {
+            let svc = &supervised.state;
             let mut pause = Duration::from_millis(10);
             while !crate::probe::is_ready(svc.admin_addr).await {
-                let reason = match child.try_wait() {
-                    Ok(Some(status)) => Some(format!("exited with {status}")),
+                let exited = match supervised.child.as_mut() {
+                    Some(child) => child.try_wait().ok().flatten(),
+                    None => None,
+                };
+                let reason = match exited {
+                    Some(status) => Some(format!("exited with {status}")),
                     _ if tokio::time::Instant::now() >= deadline => {
                         Some(format!("/readyz not 200 within {READY_TIMEOUT:?}"))
                     }
@@ -153,41 +182,69 @@ impl Mesh {
         Ok(())
     }
 
-    /// Waits for Ctrl-C/SIGTERM (`Ok`) or for a process to exit on its own (`Err`).
-    pub(crate) async fn supervise(&mut self, stop: impl Future<Output = ()>) -> Result<()> {
+    /// Waits for Ctrl-C/SIGTERM (`Ok`) or for PostgreSQL or nats-server to exit (`Err`),
+    /// restarting services that exit in the meantime and recording them in `state`.
+    pub(crate) async fn supervise(
+        &mut self,
+        state: &mut MeshState,
+        state_dir: &Path,
+        stop: impl Future<Output = ()>,
+    ) -> Result<()> {
         let mut stop = std::pin::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => return Ok(()),
                 () = tokio::time::sleep(SUPERVISE_EVERY) => {
-                    if let Some(err) = self.first_exit() {
+                    if let Some(err) = self.infrastructure_exit() {
                         return Err(err);
+                    }
+                    if self.restart_exited_services() {
+                        state.services = self.services.iter().map(|s| s.state.clone()).collect();
+                        state.save(state_dir)?;
                     }
                 }
             }
         }
     }
 
-    fn first_exit(&mut self) -> Option<MeshError> {
-        let nats_log = self.logs.join("nats.log");
-        let children = self
-            .services
-            .iter_mut()
-            .map(|(child, svc)| (child, svc.name.as_str(), svc.log.clone()))
-            .chain(
-                self.nats
-                    .iter_mut()
-                    .map(|(child, _)| (child, "nats-server", nats_log.clone())),
-            );
-        for (child, name, log) in children {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(MeshError::Exited {
-                    name: name.to_owned(),
-                    status: status.to_string(),
-                    tail: processes::log_tail(&log, 20),
-                    log,
-                });
+    /// Notices services that exited and starts those whose backoff is over; returns whether a
+    /// service was started again (its pid changed).
+    fn restart_exited_services(&mut self) -> bool {
+        let now = Instant::now();
+        let mut restarted = false;
+        for supervised in &mut self.services {
+            if let Some(child) = supervised.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let delay = supervised
+                    .backoff
+                    .delay_after_exit(now - supervised.started);
+                say(&format!(
+                    "{} exited unexpectedly ({status}); restarting it in {delay:?}",
+                    supervised.state.name
+                ));
+                supervised.child = None;
+                supervised.restart_at = Some(now + delay);
             }
+            if supervised.restart_at.is_some_and(|due| due <= now) {
+                restarted |= supervised.restart();
+            }
+        }
+        restarted
+    }
+
+    /// PostgreSQL or nats-server gone, as the error `up` ends with.
+    fn infrastructure_exit(&mut self) -> Option<MeshError> {
+        let nats_log = self.logs.join("nats.log");
+        if let Some((child, _)) = self.nats.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            return Some(MeshError::Exited {
+                name: "nats-server".to_owned(),
+                status: status.to_string(),
+                tail: processes::log_tail(&nats_log, 20),
+                log: nats_log,
+            });
         }
         let pg_gone = self
             .postgres_state
@@ -204,7 +261,7 @@ impl Mesh {
 
     /// Stops what was started: services, then nats-server, then PostgreSQL.
     pub(crate) async fn stop(&mut self) {
-        let services: Vec<ServiceState> = self.services.iter().map(|(_, s)| s.clone()).collect();
+        let services: Vec<ServiceState> = self.services.iter().map(|s| s.state.clone()).collect();
         down::stop_services(&services).await;
         if let Some((_, nats)) = &self.nats {
             down::stop_nats(nats).await;
@@ -216,7 +273,7 @@ impl Mesh {
             }
         }
         // Reap what exited (the children are ours in the foreground).
-        let services = self.services.iter_mut().map(|(child, _)| child);
+        let services = self.services.iter_mut().filter_map(|s| s.child.as_mut());
         for child in services.chain(self.nats.iter_mut().map(|(child, _)| child)) {
             let _ = child.try_wait();
         }
@@ -229,7 +286,66 @@ impl Mesh {
             supervisor_pid: None,
             postgres: self.postgres_state.clone()?,
             nats: self.nats.as_ref()?.1.clone(),
-            services: self.services.iter().map(|(_, s)| s.clone()).collect(),
+            services: self.services.iter().map(|s| s.state.clone()).collect(),
         })
     }
+}
+
+// === impl Supervised ===
+
+impl Supervised {
+    /// Starts the service again; on failure schedules the next attempt. Returns whether it
+    /// started.
+    fn restart(&mut self) -> bool {
+        let now = Instant::now();
+        let name = self.state.name.clone();
+        match spawn_service(
+            &self.state.binary,
+            &self.env,
+            &self.root,
+            &self.state.log,
+            &name,
+        ) {
+            Ok(child) => {
+                self.state.pid = child.id().unwrap_or_default();
+                self.state.restarts = self.state.restarts.saturating_add(1);
+                say(&format!(
+                    "restarted {name} (pid {}, restart {})",
+                    self.state.pid, self.state.restarts
+                ));
+                self.child = Some(child);
+                self.started = now;
+                self.restart_at = None;
+                true
+            }
+            Err(err) => {
+                let delay = self.backoff.delay_after_exit(Duration::ZERO);
+                say(&format!(
+                    "could not restart {name} ({}); trying again in {delay:?}",
+                    err.chain()
+                ));
+                self.restart_at = Some(now + delay);
+                false
+            }
+        }
+    }
+}
+
+/// Starts service `name` from `bin` with `env`, output appended to `log`.
+fn spawn_service(
+    bin: &Path,
+    env: &[(&'static str, String)],
+    root: &Path,
+    log: &Path,
+    name: &str,
+) -> Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .current_dir(root);
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // A start-up error is then its message, not a backtrace of `main` filling the log
+        // tail that meshctl shows (panics still honour RUST_BACKTRACE).
+        cmd.env("RUST_LIB_BACKTRACE", "0");
+    }
+    processes::spawn_logged(&mut cmd, log, name)
 }

@@ -74,9 +74,13 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec::new("payments", 50055, 9105)
         .with_database()
         .with_nats(),
-    // Still to come; uncomment as each crate lands:
-    // ServiceSpec::new("orders", 50054, 9104).with_database().with_nats(),
-    // ServiceSpec::new("shipping", 50056, 9106).with_database().with_nats(),
+    // After the three it calls (catalog, inventory, payments): see `upstream_env`.
+    ServiceSpec::new("orders", 50054, 9104)
+        .with_database()
+        .with_nats(),
+    ServiceSpec::new("shipping", 50056, 9106)
+        .with_database()
+        .with_nats(),
     // The gateway serves HTTP on its "gRPC" port and will need the upstream addresses in
     // `service_env` (it owns no database):
     // ServiceSpec::new("gateway", 8080, 9108),
@@ -191,15 +195,52 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
     if service.spec.nats {
         env.push(("NATS_URL", format!("nats://127.0.0.1:{}", infra.nats_port)));
     }
-    if service.spec.name == "payments" {
-        let processor = infra
-            .peers
-            .get(PAYMENT_PROCESSOR.name)
-            .copied()
-            .unwrap_or_else(|| loopback(PAYMENT_PROCESSOR.grpc_port));
-        env.push(("PROCESSOR_URL", format!("http://{processor}")));
+    for (variable, upstream) in upstreams(service.spec.name) {
+        env.push((variable, format!("http://{}", peer_addr(infra, upstream))));
+    }
+    if service.spec.name == "shipping" {
+        // A parcel that is picked up after 1 s and delivered 2 s later keeps `demo` short.
+        env.push((
+            "SHIPPING_PICKUP_DELAY_SECS",
+            SHIPPING_PICKUP_DELAY_SECS.to_owned(),
+        ));
+        env.push((
+            "SHIPPING_DELIVERY_DELAY_SECS",
+            SHIPPING_DELIVERY_DELAY_SECS.to_owned(),
+        ));
     }
     env
+}
+
+/// Shipping's simulated pickup delay in the local mesh (its default is 2 s).
+pub const SHIPPING_PICKUP_DELAY_SECS: &str = "1";
+/// Shipping's simulated delivery delay in the local mesh (its default is 5 s).
+pub const SHIPPING_DELIVERY_DELAY_SECS: &str = "2";
+
+/// The services `name` calls: `(<UPSTREAM>_URL variable, upstream service)`.
+#[must_use]
+pub fn upstreams(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "payments" => &[("PROCESSOR_URL", PAYMENT_PROCESSOR.name)],
+        "orders" => &[
+            ("CATALOG_URL", "catalog"),
+            ("INVENTORY_URL", "inventory"),
+            ("PAYMENTS_URL", "payments"),
+        ],
+        _ => &[],
+    }
+}
+
+/// Where `name` listens in this run: its planned address, else its table port.
+fn peer_addr(infra: &Infra, name: &str) -> SocketAddr {
+    infra.peers.get(name).copied().unwrap_or_else(|| {
+        let port = SERVICES
+            .iter()
+            .chain([&PAYMENT_PROCESSOR])
+            .find(|spec| spec.name == name)
+            .map_or(0, |spec| spec.grpc_port);
+        loopback(port)
+    })
 }
 
 /// URL of database `name` on the mesh's PostgreSQL.
@@ -279,6 +320,67 @@ mod tests {
         };
         let env: BTreeMap<_, _> = service_env(&planned[1], &infra).into_iter().collect();
         assert_eq!(env["PROCESSOR_URL"], "http://127.0.0.1:4200");
+    }
+
+    #[test]
+    fn orders_is_pointed_at_catalog_inventory_and_payments_of_this_run() {
+        let overrides = [
+            parse_port_override("catalog=4300:4301").unwrap(),
+            parse_port_override("inventory=4302:4303").unwrap(),
+            parse_port_override("payments=4304:4305").unwrap(),
+            parse_port_override("orders=4306:4307").unwrap(),
+        ];
+        let planned = plan(SERVICES, &overrides, |_| true);
+        let this_run = Infra {
+            peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
+            ..infra()
+        };
+        let orders = planned.iter().find(|p| p.spec.name == "orders").unwrap();
+        let env: BTreeMap<_, _> = service_env(orders, &this_run).into_iter().collect();
+        assert_eq!(env["GRPC_ADDR"], "127.0.0.1:4306");
+        assert_eq!(env["ADMIN_ADDR"], "127.0.0.1:4307");
+        assert_eq!(env["CATALOG_URL"], "http://127.0.0.1:4300");
+        assert_eq!(env["INVENTORY_URL"], "http://127.0.0.1:4302");
+        assert_eq!(env["PAYMENTS_URL"], "http://127.0.0.1:4304");
+        assert_eq!(
+            env["DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:55432/orders"
+        );
+        assert_eq!(env["MIGRATE_ON_START"], "true");
+        assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
+        assert!(!env.contains_key("PROCESSOR_URL"));
+
+        // Without peers in this run, the table ports.
+        let env: BTreeMap<_, _> = service_env(orders, &infra()).into_iter().collect();
+        assert_eq!(env["CATALOG_URL"], "http://127.0.0.1:50052");
+        assert_eq!(env["PAYMENTS_URL"], "http://127.0.0.1:50055");
+    }
+
+    #[test]
+    fn shipping_gets_its_database_nats_and_short_delivery_delays() {
+        let planned = plan(SERVICES, &[], |name| name == "shipping");
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert_eq!(env["GRPC_ADDR"], "127.0.0.1:50056");
+        assert_eq!(env["ADMIN_ADDR"], "127.0.0.1:9106");
+        assert_eq!(
+            env["DATABASE_URL"],
+            "postgres://postgres@127.0.0.1:55432/shipping"
+        );
+        assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
+        assert_eq!(env["SHIPPING_PICKUP_DELAY_SECS"], "1");
+        assert_eq!(env["SHIPPING_DELIVERY_DELAY_SECS"], "2");
+        assert!(
+            !env.keys()
+                .any(|k| k.ends_with("_URL") && *k != "DATABASE_URL" && *k != "NATS_URL")
+        );
+    }
+
+    #[test]
+    fn orders_starts_after_what_it_calls() {
+        let position = |name: &str| SERVICES.iter().position(|s| s.name == name).unwrap();
+        for (_, upstream) in upstreams("orders") {
+            assert!(position(upstream) < position("orders"), "{upstream}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `state.json`: what `up` started (pids, ports, paths), for `status`, `demo` and `down`.
+//! `state.json`: what `up` started (pids, ports, paths, restarts), for `status`, `demo` and
+//! `down`. The supervisor rewrites it whenever it restarts a service.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,9 @@ pub struct ServiceState {
     pub binary: PathBuf,
     /// Its log file.
     pub log: PathBuf,
+    /// How often the supervisor started it again after it exited on its own.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl MeshState {
@@ -166,6 +170,7 @@ mod tests {
                 admin_addr: loopback(9101),
                 binary: "/x/target/debug/identity".into(),
                 log: "/x/.mesh/logs/identity.log".into(),
+                restarts: 2,
             }],
         }
     }

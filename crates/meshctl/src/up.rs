@@ -1,6 +1,7 @@
 //! `meshctl up`: install what is missing, build, start PostgreSQL, nats-server and every
-//! service, wait until each is ready, then supervise in the foreground or detach. The
-//! processes themselves are handled in `mesh.rs`.
+//! service, wait until each is ready, then supervise (restart services that exit, with
+//! backoff) until Ctrl-C/SIGTERM. `--detach` hands the starting and supervising to a
+//! background meshctl ([`crate::detach`]). The processes themselves are handled in `mesh.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,15 +14,17 @@ use crate::processes::is_root;
 use crate::services::{self, Infra, PlannedService, PortOverride, SERVICES};
 use crate::state::MeshState;
 use crate::workspace::Workspace;
-use crate::{down, nats, say, table};
+use crate::{detach, down, nats, say, seed, table};
 
 /// What `up` was asked to do.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     /// Optimised build (`cargo build --release`, `target/release`).
     pub release: bool,
-    /// Leave everything running in the background and return.
+    /// Leave everything running in the background (under a supervisor process) and return.
     pub detach: bool,
+    /// This process is the background supervisor `--detach` started.
+    pub supervisor: bool,
     /// Use the binaries already in the target directory.
     pub no_build: bool,
     /// PostgreSQL's port.
@@ -30,12 +33,14 @@ pub struct UpOptions {
     pub nats_port: u16,
     /// Per-service port overrides.
     pub ports: Vec<PortOverride>,
+    /// Run only these services (all when empty).
+    pub only: Vec<&'static str>,
     /// `RUST_LOG` for the services.
     pub rust_log: String,
 }
 
 /// Ctrl-C and SIGTERM, listened for from the start so neither kills meshctl half-way.
-struct Shutdown {
+pub(crate) struct Shutdown {
     interrupt: Signal,
     terminate: Signal,
 }
@@ -49,7 +54,7 @@ impl Shutdown {
         })
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
@@ -64,6 +69,9 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     refuse_if_running(state_dir)?;
     let ws = Workspace::discover(root).await?;
     let planned = services::plan(SERVICES, &opts.ports, |name| {
+        if !opts.only.is_empty() && !opts.only.contains(&name) {
+            return false;
+        }
         let exists = ws.has_package(name);
         if !exists {
             say(&format!(
@@ -77,6 +85,9 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     // Before the build: where the cluster goes can fail, and should fail early.
     let postgres = Postgres::for_state_dir(pg_bin, state_dir, opts.pg_port).await?;
     build(&ws, &planned, opts).await?;
+    if opts.detach && !opts.supervisor {
+        return detach::launch(state_dir, &logs, opts, &mut shutdown).await;
+    }
     // Outside the interruptible part: an initdb cut short would leave a broken cluster.
     prepare_postgres(&postgres).await?;
 
@@ -103,20 +114,43 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
             return Err(failed.err().unwrap_or(MeshError::Interrupted));
         }
     };
-    state.supervisor_pid = (!opts.detach).then(std::process::id);
-    state.save(state_dir)?;
+    state.supervisor_pid = Some(std::process::id());
+    seed_demo_data(&state).await;
+    // The table before the state file: `up --detach` returns once it sees the file.
     print!("{}", render_table(&state));
-    if opts.detach {
+    if opts.supervisor {
+        println!("\nSupervising in the background; `meshctl down` stops everything.");
+    } else {
         println!(
-            "\nThe mesh runs in the background: `meshctl status`, `meshctl demo`, `meshctl down`."
+            "\nThe mesh is up; try `meshctl demo` in another terminal. Ctrl-C stops everything."
         );
-        return Ok(());
     }
-    println!("\nThe mesh is up; try `meshctl demo` in another terminal. Ctrl-C stops everything.");
-    let outcome = mesh.supervise(shutdown.recv()).await;
+    state.save(state_dir)?;
+    let outcome = mesh.supervise(&mut state, state_dir, shutdown.recv()).await;
     mesh.stop().await;
     MeshState::remove(state_dir)?;
     outcome
+}
+
+/// Seeds the demo products when catalog and inventory run; a failure is reported, not fatal
+/// (`demo` seeds again).
+async fn seed_demo_data(state: &MeshState) {
+    if state.service("catalog").is_none() || state.service("inventory").is_none() {
+        return;
+    }
+    match seed::seed(state).await {
+        Ok(seeded) => {
+            let products: Vec<String> = seeded
+                .iter()
+                .map(|s| format!("{} ({} available)", s.seed.sku, s.stock.available))
+                .collect();
+            say(&format!("demo products: {}", products.join(", ")));
+        }
+        Err(err) => say(&format!(
+            "could not seed the demo products: {}",
+            err.chain()
+        )),
+    }
 }
 
 /// Fails when `state.json` names processes that still run; removes it when all are gone.
@@ -168,14 +202,22 @@ async fn prepare_postgres(pg: &Postgres) -> Result<()> {
 }
 
 /// Builds the service binaries (unless `--no-build`) and checks that each exists.
+///
+/// Every service package of the table is built, also with `--only`: cargo unifies the features
+/// of the packages it builds together, so building a subset would rebuild shared dependencies
+/// with other features (and the full set again next time).
 async fn build(ws: &Workspace, planned: &[PlannedService], opts: &UpOptions) -> Result<()> {
-    let names: Vec<&str> = planned.iter().map(|p| p.spec.name).collect();
-    if !opts.no_build && !names.is_empty() {
+    let packages: Vec<&str> = SERVICES
+        .iter()
+        .map(|spec| spec.name)
+        .filter(|name| ws.has_package(name))
+        .collect();
+    if !opts.no_build && !planned.is_empty() {
         let profile = if opts.release { "release" } else { "debug" };
-        say(&format!("building {} ({profile})", names.join(", ")));
-        ws.build(&names, opts.release).await?;
+        say(&format!("building {} ({profile})", packages.join(", ")));
+        ws.build(&packages, opts.release).await?;
     }
-    for name in names {
+    for name in planned.iter().map(|p| p.spec.name) {
         let bin = ws.binary(name, opts.release);
         if !bin.is_file() {
             return Err(MeshError::NotInstalled {
@@ -244,6 +286,7 @@ mod tests {
                 admin_addr: loopback(9102),
                 binary: "/c".into(),
                 log: "/l".into(),
+                restarts: 0,
             }],
         };
         let text = render_table(&state);
