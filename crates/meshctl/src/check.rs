@@ -74,6 +74,7 @@ mod tests {
             admin_addr: loopback(admin),
             binary: format!("/x/{name}").into(),
             log: format!("/x/{name}.log").into(),
+            restarts: 0,
         }
     }
 
