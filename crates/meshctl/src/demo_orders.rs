@@ -5,6 +5,7 @@
 //! - a mug paid with `tok_decline`: cancelled, payment declined (the stock is released);
 //! - more lamps than there are: cancelled, out of stock (nothing is charged).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -22,6 +23,8 @@ use crate::{fixture, table};
 
 /// How long one order may take to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a settled order's saga may take to record its last steps.
+const TIMELINE_WAIT: Duration = Duration::from_secs(5);
 
 /// How an order should end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +70,7 @@ pub async fn run(state: &MeshState, customer_id: &str, tag: &str, step: usize) -
             order.order_id,
             describe(&order)
         );
-        let timeline = admin::timeline(orders_service.admin_addr, &order.order_id).await;
+        let timeline = finished_timeline(orders_service.admin_addr, &order.order_id).await;
         print!("{}", indent(&render_timeline(&timeline), "      "));
     }
     if unexpected.is_empty() {
@@ -177,6 +180,23 @@ async fn settle(orders: &mut OrderServiceClient<Channel>, order_id: &str) -> Res
     }
 }
 
+/// The saga's timeline once the saga finished (the order settles before its last
+/// compensations are recorded), or as it is after [`TIMELINE_WAIT`].
+async fn finished_timeline(admin: SocketAddr, order_id: &str) -> Answer<Timeline> {
+    let deadline = tokio::time::Instant::now() + TIMELINE_WAIT;
+    loop {
+        let answer = admin::timeline(admin, order_id).await;
+        let running = matches!(
+            &answer,
+            Answer::Served(t) if t.status == "running" || t.status == "compensating"
+        );
+        if !running || tokio::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether the saga has decided: anything but pending.
 fn is_settled(order: &Order) -> bool {
     !matches!(
@@ -240,10 +260,11 @@ fn render_timeline(answer: &Answer<Timeline>) -> String {
             ]
         })
         .collect();
-    let failure = timeline
-        .failure
-        .as_deref()
-        .map_or_else(String::new, |why| format!(", {why}"));
+    // The failure is the failed step's error; shown apart only when no step shows it.
+    let failure = match timeline.failure.as_deref() {
+        Some(why) if timeline.steps.iter().all(|s| s.error.is_none()) => format!(", {why}"),
+        _ => String::new(),
+    };
     let mut text = format!(
         "saga {} ({}{failure}):\n{}",
         timeline.saga_id,
@@ -343,5 +364,16 @@ mod tests {
             "{text}"
         );
         assert!(render_timeline(&Answer::NotFound).contains("404"));
+
+        // The saga's failure is shown in the heading only when no step carries it.
+        let failed_quietly = Timeline {
+            saga_id: "t".into(),
+            status: "stuck".into(),
+            failure: Some("lease lost".into()),
+            steps: Vec::new(),
+            undo: None,
+        };
+        let text = render_timeline(&Answer::Served(failed_quietly));
+        assert!(text.starts_with("saga t (stuck, lease lost):"), "{text}");
     }
 }
