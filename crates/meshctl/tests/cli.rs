@@ -1,5 +1,5 @@
 //! The whole CLI against a real mesh: `up --detach` in a throwaway state directory on free
-//! ports, then `status`, `logs`, `demo`, `dlq list`, `load` and `down`, checking that every
+//! ports, then `status`, `logs`, `demo`, `check`, `dlq list`, `load` and `down`, checking that every
 //! process (the supervisor too) is gone at the end.
 //!
 //! The orders service lands in its own branch: until `services/orders` exists the test checks
@@ -157,6 +157,13 @@ fn up_status_demo_down() {
         assert_eq!(said.matches("saga ").count(), 3, "three timelines: {said}");
         let status = String::from_utf8_lossy(&dir.meshctl(&["status"]).stdout).into_owned();
         assert!(status.contains("orders sagas: running"), "{status}");
+
+        // The invariants hold across the mesh after the demo (orders, payments, inventory,
+        // shipping and JetStream read through their own endpoints).
+        let check = dir.meshctl(&["check"]);
+        let verdict = String::from_utf8_lossy(&check.stdout);
+        assert!(check.status.success(), "check found violations: {verdict}");
+        assert!(verdict.contains("no violations"), "{verdict}");
 
         let load = dir.meshctl(&["load", "--seconds", "2", "--rate", "10"]);
         let report = String::from_utf8_lossy(&load.stdout);
