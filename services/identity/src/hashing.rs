@@ -61,11 +61,14 @@ impl HashPool {
         };
         let (done, result) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
             if done.is_closed() {
                 return; // the call was cancelled before a blocking thread picked this up
             }
-            let _ = done.send(work());
+            let outcome = work();
+            // Free the slot before the caller sees the result, so a caller that goes on to
+            // hash again finds the slot it just used free.
+            drop(slot);
+            let _ = done.send(outcome);
         });
         result
             .await
