@@ -21,7 +21,7 @@ use shop_runtime::{
     page_token::{self, filter_hash},
 };
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -33,7 +33,7 @@ use crate::{
     error::OrdersError,
     saga::{ORDER_SAGA, OrderSaga, UndoSaga},
     store::{Announce, Change, Changed, OrderKey, PgOrderStore, Placing, SagaStart},
-    watch::{ChangeFeed, RESYNC},
+    watch::{ChangeFeed, RESYNC, Subscription},
 };
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -280,7 +280,7 @@ type WatchItem = Result<pb::WatchOrderResponse, Status>;
 async fn follow(
     store: PgOrderStore,
     mut order: Order,
-    mut changes: broadcast::Receiver<Uuid>,
+    changes: Subscription,
     out: mpsc::Sender<WatchItem>,
     stopping: CancellationToken,
 ) {
@@ -290,6 +290,8 @@ async fn follow(
     if out.send(Ok(send(&order))).await.is_err() || order.status.is_final() {
         return;
     }
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = out.closed() => return,
@@ -297,12 +299,8 @@ async fn follow(
                 let _ = out.send(Err(Status::unavailable("server shutting down; watch again"))).await;
                 return;
             }
-            change = changes.recv() => match change {
-                Ok(id) if id != order.id => continue,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            () = tokio::time::sleep(RESYNC) => {}
+            () = changes.changed() => {}
+            _ = resync.tick() => {}
         }
         let events = match store.events_after(order.id, order.version).await {
             Ok(events) => events,
@@ -418,7 +416,7 @@ impl OrderService for OrdersGrpc {
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let order_id = parse_id("order_id", &request.get_ref().order_id)?;
         // Subscribed before reading, so no change between the read and the first wait is missed.
-        let changes = self.feed.subscribe();
+        let changes = self.feed.subscribe(order_id);
         let order = self
             .store
             .load(order_id)
