@@ -20,6 +20,7 @@
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
+pub mod admin_state;
 pub mod background;
 pub mod client;
 pub mod config;

@@ -7,10 +7,9 @@
 //! statuses as the proto enum names without prefix, timestamps RFC 3339). Stock and
 //! reservations come from one snapshot, so they can be checked against each other.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
-use sqlx::PgPool;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use shop_runtime::admin_state::{Failure, OutboxState, failed, outbox_state, rfc3339};
 
 use crate::{
     domain::{Reservation, ReservationStatus, Stock},
@@ -53,34 +52,11 @@ pub struct LineRow {
     pub quantity: i64,
 }
 
-/// The outbox's backlog and its parked rows.
-#[derive(Debug, Serialize)]
-pub struct OutboxState {
-    pub unpublished: i64,
-    pub parked: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_unpublished_at: Option<String>,
-}
-
 /// The admin routes inventory adds beside `/livez`, `/readyz` and `/metrics`.
 pub fn routes(store: PgInventoryStore) -> Router {
     Router::new()
         .route("/admin/state", get(state))
         .with_state(store)
-}
-
-type Failure = (StatusCode, String);
-
-fn failed(what: &str, err: &dyn std::fmt::Display) -> Failure {
-    tracing::warn!(error = %err, "/admin/state: {what}");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{what}: {err}\n"),
-    )
-}
-
-fn rfc3339(at: OffsetDateTime) -> Result<String, Failure> {
-    at.format(&Rfc3339).map_err(|e| failed("timestamp", &e))
 }
 
 fn status_name(status: ReservationStatus) -> &'static str {
@@ -132,24 +108,4 @@ async fn state(State(store): State<PgInventoryStore>) -> Result<Json<InventorySt
         reservations,
         outbox,
     }))
-}
-
-async fn outbox_state(pool: &PgPool) -> Result<OutboxState, Failure> {
-    let lag = shop_outbox::lag(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let parked = shop_outbox::dead_letter_count(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let oldest = if lag.unpublished > 0 {
-        let age = time::Duration::try_from(lag.oldest_age).unwrap_or_default();
-        Some(rfc3339(OffsetDateTime::now_utc() - age)?)
-    } else {
-        None
-    };
-    Ok(OutboxState {
-        unpublished: lag.unpublished,
-        parked,
-        oldest_unpublished_at: oldest,
-    })
 }

@@ -21,7 +21,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use shop_runtime::admin_state::{Failure, OutboxState, failed, outbox_state, rfc3339};
 use uuid::Uuid;
 
 use crate::{
@@ -70,14 +70,6 @@ struct Sagas {
 }
 
 #[derive(Debug, Serialize)]
-struct OutboxState {
-    unpublished: i64,
-    parked: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    oldest_unpublished_at: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
 struct OrdersState {
     orders: Vec<OrderRow>,
     sagas: Sagas,
@@ -118,20 +110,6 @@ pub fn routes(store: PgOrderStore) -> Router {
         .route("/admin/state", get(state))
         .route("/admin/orders/{order_id}/timeline", get(timeline))
         .with_state(store)
-}
-
-type Failure = (StatusCode, String);
-
-fn failed(what: &str, err: &dyn std::fmt::Display) -> Failure {
-    tracing::warn!(error = %err, "admin: {what}");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{what}: {err}\n"),
-    )
-}
-
-fn rfc3339(at: OffsetDateTime) -> Result<String, Failure> {
-    at.format(&Rfc3339).map_err(|e| failed("timestamp", &e))
 }
 
 async fn state(State(store): State<PgOrderStore>) -> Result<Json<OrdersState>, Failure> {
@@ -183,26 +161,11 @@ async fn state(State(store): State<PgOrderStore>) -> Result<Json<OrdersState>, F
             });
         }
     }
-    let lag = shop_outbox::lag(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let parked = shop_outbox::dead_letter_count(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let oldest_unpublished_at = if lag.unpublished > 0 {
-        let age = time::Duration::try_from(lag.oldest_age).unwrap_or_default();
-        Some(rfc3339(OffsetDateTime::now_utc() - age)?)
-    } else {
-        None
-    };
+    let outbox = outbox_state(pool).await?;
     Ok(Json(OrdersState {
         orders,
         sagas: Sagas { counts, stuck },
-        outbox: OutboxState {
-            unpublished: lag.unpublished,
-            parked,
-            oldest_unpublished_at,
-        },
+        outbox,
     }))
 }
 

@@ -6,10 +6,9 @@
 //! "outbox":{"unpublished","parked","oldest_unpublished_at"}}`, amounts in integer minor units
 //! of `currency`, statuses as the proto enum names without prefix, timestamps RFC 3339).
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
-use sqlx::PgPool;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use shop_runtime::admin_state::{Failure, OutboxState, failed, outbox_state, rfc3339};
 
 use crate::{
     domain::Status,
@@ -39,34 +38,11 @@ pub struct PaymentRow {
     pub updated_at: String,
 }
 
-/// The outbox's backlog and its parked rows.
-#[derive(Debug, Serialize)]
-pub struct OutboxState {
-    pub unpublished: i64,
-    pub parked: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_unpublished_at: Option<String>,
-}
-
 /// The admin routes payments adds beside `/livez`, `/readyz` and `/metrics`.
 pub fn routes(store: PgPaymentStore) -> Router {
     Router::new()
         .route("/admin/state", get(state))
         .with_state(store)
-}
-
-type Failure = (StatusCode, String);
-
-fn failed(what: &str, err: &dyn std::fmt::Display) -> Failure {
-    tracing::warn!(error = %err, "/admin/state: {what}");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{what}: {err}\n"),
-    )
-}
-
-fn rfc3339(at: OffsetDateTime) -> Result<String, Failure> {
-    at.format(&Rfc3339).map_err(|e| failed("timestamp", &e))
 }
 
 /// The proto enum name without its `PAYMENT_STATUS_` prefix.
@@ -108,24 +84,4 @@ async fn state(State(store): State<PgPaymentStore>) -> Result<Json<PaymentsState
         .collect::<Result<_, _>>()?;
     let outbox = outbox_state(store.pool()).await?;
     Ok(Json(PaymentsState { payments, outbox }))
-}
-
-async fn outbox_state(pool: &PgPool) -> Result<OutboxState, Failure> {
-    let lag = shop_outbox::lag(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let parked = shop_outbox::dead_letter_count(pool)
-        .await
-        .map_err(|e| failed("outbox", &e))?;
-    let oldest = if lag.unpublished > 0 {
-        let age = time::Duration::try_from(lag.oldest_age).unwrap_or_default();
-        Some(rfc3339(OffsetDateTime::now_utc() - age)?)
-    } else {
-        None
-    };
-    Ok(OutboxState {
-        unpublished: lag.unpublished,
-        parked,
-        oldest_unpublished_at: oldest,
-    })
 }
