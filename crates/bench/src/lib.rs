@@ -11,17 +11,22 @@
 //! - the **cost of an order**: commits (`pg_stat_database.xact_commit` of the services'
 //!   databases), gRPC calls (`shop_grpc_server_handled_total` of every service) and events
 //!   (messages added to the `SHOP_*` streams), each divided by the orders placed, after the
-//!   same counters' idle rate (pollers, relays, sweepers) is taken off.
+//!   same counters' idle rate (pollers, relays, sweepers) is taken off;
+//! - **where the time goes**: CPU seconds per order of each process (PostgreSQL with its
+//!   backends, nats-server, every service, the benchmark itself), from `/proc`, and how much
+//!   of the machine's cores the run used.
 //!
 //! The figures are for `docs/benchmarks.md`; nothing here asserts a speed.
 //!
 //! # Layout
 //! - `ceiling`: the three ceilings.
 //! - `counters`: the mesh's counters, read before and after.
+//! - `cpu`: CPU time per process, read before and after.
 //! - `flow`: the order driver.
 //! - `report`: percentiles and the printed table.
 
 pub mod ceiling;
 pub mod counters;
+pub mod cpu;
 pub mod flow;
 pub mod report;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use meshctl::state::MeshState;
-use shop_bench::{ceiling, counters, flow, report::Report};
+use shop_bench::{ceiling, counters, cpu, flow, report::Report};
 
 /// Measures orders/s and latency from PlaceOrder to CONFIRMED at a fixed offered rate, and the
 /// ceilings of the same machine, and prints a Markdown report.
@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("measuring: {} s at {}/s...", args.seconds, args.rate);
     let before = counters::read(&state).await?;
+    let cpu_before = cpu::read(&state);
     let result = flow::run(
         orders,
         &products,
@@ -93,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         args.max_in_flight,
     )
     .await?;
+    let cpu = cpu::read(&state).since(&cpu_before);
     // pg_stat_database lags by up to a second; outbox relays publish the last events.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cost = counters::read(&state)
@@ -104,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         rate: args.rate,
         flow: result,
         cost,
+        cpu,
         pg,
         grpc,
         jetstream,

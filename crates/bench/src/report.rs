@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::ceiling::Rate;
 use crate::counters::Delta;
+use crate::cpu::CpuDelta;
 use crate::flow::{FlowResult, Outcome};
 
 /// The `p`-quantile (0..=1) of `sorted` by nearest rank; zero when empty.
@@ -36,6 +37,8 @@ pub struct Report {
     pub flow: FlowResult,
     /// Counters over the flow, the idle rate taken off.
     pub cost: Delta,
+    /// CPU time per process over the measured flow (no idle rate taken off).
+    pub cpu: CpuDelta,
     /// Single-row commits/s of the mesh's PostgreSQL.
     pub pg: Rate,
     /// Bare unary gRPC calls/s.
@@ -149,7 +152,35 @@ impl Report {
                 events / orders
             );
         }
+        self.cpu_table(&mut out, orders);
         out
+    }
+
+    /// Where the time went: CPU per order of each process, and the share of the cores used.
+    fn cpu_table(&self, out: &mut String, orders: f64) {
+        let wall = self.cpu.elapsed.as_secs_f64().max(f64::EPSILON);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let total = self.cpu.total().as_secs_f64();
+        let _ = writeln!(
+            out,
+            "\nCPU over the measured {wall:.1} s: {total:.1} s of {cores} cores × {wall:.1} s \
+             ({:.0} % of the machine); {:.2} ms of CPU per order placed.\n",
+            100.0 * total / (wall * f64::from(u32::try_from(cores).unwrap_or(1))),
+            1000.0 * total / orders
+        );
+        let _ = writeln!(
+            out,
+            "| process | CPU ms per order | share of the CPU used |\n|---|---|---|"
+        );
+        for (name, spent) in &self.cpu.by_name {
+            let secs = spent.as_secs_f64();
+            let _ = writeln!(
+                out,
+                "| {name} | {:.2} | {:.0} % |",
+                1000.0 * secs / orders,
+                100.0 * secs / total.max(f64::EPSILON)
+            );
+        }
     }
 }
 
