@@ -95,6 +95,7 @@ mod tests {
                 binary: "/x/nats-server".into(),
             },
             services: vec![service("inventory", 9103), service("payments", 9105)],
+            tls: None,
         };
         let targets = targets(&state);
         assert_eq!(targets.inventory, Some(loopback(9103)));

@@ -102,6 +102,9 @@ pub fn supervisor_args(opts: &UpOptions) -> Vec<String> {
     if opts.release {
         args.push("--release".into());
     }
+    if opts.plaintext {
+        args.push("--plaintext".into());
+    }
     for port in &opts.ports {
         args.push("--port".into());
         args.push(format!("{}={}:{}", port.name, port.grpc, port.admin));
@@ -182,12 +185,13 @@ mod tests {
             ports: vec![parse_port_override("catalog=3:4").unwrap()],
             only: vec!["catalog"],
             rust_log: "debug".into(),
+            plaintext: true,
         };
         let args = supervisor_args(&opts).join(" ");
         assert_eq!(
             args,
             "up --supervisor --no-build --pg-port 1 --nats-port 2 --rust-log debug --release \
-             --port catalog=3:4 --only catalog"
+             --plaintext --port catalog=3:4 --only catalog"
         );
         assert!(!args.contains("--detach"));
     }

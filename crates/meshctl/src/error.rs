@@ -6,6 +6,12 @@ use std::time::Duration;
 /// Everything meshctl's commands can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
+    /// Certificates could not be made or loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Certificate files could not be made or loaded.
+    #[error("TLS: {0}")]
+    TlsMaterial(#[from] shop_tls::TlsError),
     /// A file or process operation failed.
     #[error("{context}")]
     Io {

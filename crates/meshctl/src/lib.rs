@@ -51,6 +51,7 @@
 )]
 
 pub mod admin;
+pub mod certs;
 pub mod check;
 pub mod demo;
 pub mod demo_orders;
@@ -204,6 +205,10 @@ pub struct UpArgs {
     /// Log filter for the services.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
+    /// Run without mutual TLS (for debugging with plaintext tools); by default every service
+    /// gets a certificate from a local CA and calls between services are mTLS.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 fn parse_service_name(text: &str) -> Result<&'static str, String> {
@@ -237,6 +242,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
                 ports: args.ports,
                 only: args.only,
                 rust_log: args.rust_log,
+                plaintext: args.plaintext,
             };
             up::up(&root, &state_dir, &opts).await.map(|()| true)
         }

@@ -287,6 +287,7 @@ impl Mesh {
             postgres: self.postgres_state.clone()?,
             nats: self.nats.as_ref()?.1.clone(),
             services: self.services.iter().map(|s| s.state.clone()).collect(),
+            tls: None,
         })
     }
 }

@@ -86,24 +86,28 @@ pub async fn is_ready(admin: SocketAddr) -> bool {
     http_status(admin, "/readyz").await == Some(200)
 }
 
-/// A lazily connecting channel to `http://addr` with short timeouts.
-pub fn channel(addr: SocketAddr) -> Result<Channel> {
+/// A lazily connecting channel to `addr` with short timeouts: mutual TLS through `tls` when
+/// given, else plaintext.
+pub fn channel(addr: SocketAddr, tls: Option<shop_tls::MtlsConnector>) -> Result<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| MeshError::Connect {
             addr: addr.to_string(),
             source,
         })
         .map(|endpoint| {
-            endpoint
+            let endpoint = endpoint
                 .connect_timeout(PROBE_TIMEOUT)
-                .timeout(Duration::from_secs(10))
-                .connect_lazy()
+                .timeout(Duration::from_secs(10));
+            match tls {
+                Some(connector) => endpoint.connect_with_connector_lazy(connector),
+                None => endpoint.connect_lazy(),
+            }
         })
 }
 
-/// The overall (`""`) `grpc.health.v1` status of the server on `addr`, e.g. `SERVING`.
-pub async fn grpc_health(addr: SocketAddr) -> Result<String> {
-    let mut client = HealthClient::new(channel(addr)?);
+/// The overall (`""`) `grpc.health.v1` status of the server `channel` reaches, e.g. `SERVING`.
+pub async fn grpc_health(channel: Channel) -> Result<String> {
+    let mut client = HealthClient::new(channel);
     let response = client
         .check(HealthCheckRequest {
             service: String::new(),
@@ -152,7 +156,11 @@ mod tests {
     async fn nothing_listening_is_not_ready() {
         let port = shop_testkit::free_port().unwrap();
         assert!(!is_ready(crate::services::loopback(port)).await);
-        assert!(grpc_health(crate::services::loopback(port)).await.is_err());
+        assert!(
+            grpc_health(channel(crate::services::loopback(port), None).unwrap())
+                .await
+                .is_err()
+        );
         assert_eq!(breakers(crate::services::loopback(port)).await, None);
     }
 }

@@ -111,6 +111,9 @@ pub struct Infra {
     pub rust_log: String,
     /// gRPC address of every service of this run, for the `<UPSTREAM>_URL`s of their callers.
     pub peers: BTreeMap<&'static str, SocketAddr>,
+    /// The directory with every service's `<name>.crt`/`<name>.key` and `ca.crt`; `None` for
+    /// a plaintext mesh.
+    pub certs: Option<std::path::PathBuf>,
 }
 
 /// A `--port NAME=GRPC:ADMIN` override.
@@ -195,6 +198,13 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
     if service.spec.nats {
         env.push(("NATS_URL", format!("nats://127.0.0.1:{}", infra.nats_port)));
     }
+    if let Some(dir) = &infra.certs {
+        let name = service.spec.name;
+        let path = |file: String| dir.join(file).display().to_string();
+        env.push(("TLS_CERT_FILE", path(format!("{name}.crt"))));
+        env.push(("TLS_KEY_FILE", path(format!("{name}.key"))));
+        env.push(("TLS_CA_FILE", path("ca.crt".to_owned())));
+    }
     for (variable, upstream) in upstreams(service.spec.name) {
         env.push((variable, format!("http://{}", peer_addr(infra, upstream))));
     }
@@ -259,6 +269,7 @@ mod tests {
             nats_port: 54222,
             rust_log: "info".into(),
             peers: BTreeMap::new(),
+            certs: None,
         }
     }
 
@@ -316,6 +327,7 @@ mod tests {
         let planned = plan(SERVICES, &[ov], |name| name.starts_with("payment"));
         let infra = Infra {
             peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
+            certs: None,
             ..infra()
         };
         let env: BTreeMap<_, _> = service_env(&planned[1], &infra).into_iter().collect();
@@ -333,6 +345,7 @@ mod tests {
         let planned = plan(SERVICES, &overrides, |_| true);
         let this_run = Infra {
             peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
+            certs: None,
             ..infra()
         };
         let orders = planned.iter().find(|p| p.spec.name == "orders").unwrap();

@@ -24,6 +24,21 @@ pub struct MeshState {
     pub nats: NatsState,
     /// The services, in start order.
     pub services: Vec<ServiceState>,
+    /// The developer certificate meshctl calls the services with; `None` when the mesh runs
+    /// plaintext (`up --plaintext`).
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+/// A client certificate, its key and the CA the services' certificates chain to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTls {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA.
+    pub ca: PathBuf,
 }
 
 /// The PostgreSQL server of the mesh.
@@ -98,10 +113,34 @@ impl MeshState {
         Self::load(dir)?.ok_or_else(|| MeshError::NotRunning(dir.join(STATE_FILE)))
     }
 
-    /// A lazily connecting channel to the gRPC port of service `name`.
+    /// A lazily connecting channel to the gRPC port of service `name` (mutual TLS with the
+    /// developer certificate when the mesh runs with TLS).
     pub fn channel(&self, name: &'static str) -> Result<tonic::transport::Channel> {
         let service = self.service(name).ok_or(MeshError::MissingService(name))?;
-        crate::probe::channel(service.grpc_addr)
+        self.channel_to(service)
+    }
+
+    /// A lazily connecting channel to `service`'s gRPC port.
+    pub fn channel_to(&self, service: &ServiceState) -> Result<tonic::transport::Channel> {
+        let connector = match &self.tls {
+            None => None,
+            Some(tls) => {
+                let material = shop_tls::MeshTls::load(shop_tls::TlsFiles {
+                    cert: tls.cert.clone(),
+                    key: tls.key.clone(),
+                    ca: tls.ca.clone(),
+                })?;
+                let expected =
+                    material
+                        .identity()
+                        .with_service(&service.name)
+                        .ok_or_else(|| {
+                            MeshError::Tls(format!("{:?} is not a service name", service.name))
+                        })?;
+                Some(shop_tls::MtlsConnector::new(material, expected))
+            }
+        };
+        crate::probe::channel(service.grpc_addr, connector)
     }
 
     /// Writes `dir/state.json` atomically (a temp file renamed over it).
@@ -172,6 +211,7 @@ mod tests {
                 log: "/x/.mesh/logs/identity.log".into(),
                 restarts: 2,
             }],
+            tls: None,
         }
     }
 

@@ -147,7 +147,7 @@ pub async fn check(state: &MeshState) -> Vec<Row> {
         StreamFacts::default()
     };
     for service in &state.services {
-        rows.push(check_service(service, &facts).await);
+        rows.push(check_service(state, service, &facts).await);
     }
     rows
 }
@@ -162,11 +162,13 @@ async fn stream_facts(port: u16) -> StreamFacts {
     }
 }
 
-async fn check_service(service: &ServiceState, facts: &StreamFacts) -> Row {
+async fn check_service(state: &MeshState, service: &ServiceState, facts: &StreamFacts) -> Row {
     let alive = is_running(service.pid, &service.binary);
-    let health = match probe::grpc_health(service.grpc_addr).await {
-        Ok(status) => status,
-        Err(_) => "unreachable".to_owned(),
+    let health = match state.channel_to(service) {
+        Ok(channel) => probe::grpc_health(channel)
+            .await
+            .unwrap_or_else(|_| "unreachable".to_owned()),
+        Err(_) => "no certificate".to_owned(),
     };
     let ready = probe::http_status(service.admin_addr, "/readyz").await;
     let breakers = match probe::breakers(service.admin_addr).await {

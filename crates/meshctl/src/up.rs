@@ -14,7 +14,7 @@ use crate::processes::is_root;
 use crate::services::{self, Infra, PlannedService, PortOverride, SERVICES};
 use crate::state::MeshState;
 use crate::workspace::Workspace;
-use crate::{detach, down, nats, say, seed, table};
+use crate::{certs, detach, down, nats, say, seed, table};
 
 /// What `up` was asked to do.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub only: Vec<&'static str>,
     /// `RUST_LOG` for the services.
     pub rust_log: String,
+    /// No mutual TLS.
+    pub plaintext: bool,
 }
 
 /// Ctrl-C and SIGTERM, listened for from the start so neither kills meshctl half-way.
@@ -91,11 +93,18 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     // Outside the interruptible part: an initdb cut short would leave a broken cluster.
     prepare_postgres(&postgres).await?;
 
+    let certs = if opts.plaintext {
+        None
+    } else {
+        let names: Vec<&str> = planned.iter().map(|p| p.spec.name).collect();
+        Some(certs::ensure(state_dir, &names)?)
+    };
     let infra = Infra {
         pg_port: opts.pg_port,
         nats_port: opts.nats_port,
         rust_log: opts.rust_log.clone(),
         peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
+        certs: certs.as_ref().map(|c| c.dir.clone()),
     };
     let mut mesh = Mesh::new(logs, postgres);
     // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);
@@ -115,9 +124,16 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
         }
     };
     state.supervisor_pid = Some(std::process::id());
+    state.tls = certs.as_ref().map(certs::MeshCerts::developer);
     seed_demo_data(&state).await;
     // The table before the state file: `up --detach` returns once it sees the file.
     print!("{}", render_table(&state));
+    if let (Some(certs), Some(first)) = (&certs, state.services.first()) {
+        let addr = state
+            .service("catalog")
+            .map_or(first.grpc_addr, |s| s.grpc_addr);
+        println!("\n{}", certs::grpcurl_hint(certs, addr));
+    }
     if opts.supervisor {
         println!("\nSupervising in the background; `meshctl down` stops everything.");
     } else {
@@ -288,6 +304,7 @@ mod tests {
                 log: "/l".into(),
                 restarts: 0,
             }],
+            tls: None,
         };
         let text = render_table(&state);
         let lines: Vec<&str> = text.lines().collect();

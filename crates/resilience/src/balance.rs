@@ -65,6 +65,9 @@ pub struct EndpointConfig {
     /// it to at least the bulkhead's `max_concurrent`: the bulkhead then bounds what is in
     /// flight before the buffer can fill.
     pub buffer_size: usize,
+    /// Mutual TLS for every connection (the caller's certificate, the expected server
+    /// identity); plaintext without it.
+    pub tls: Option<shop_tls::MtlsConnector>,
 }
 
 impl Default for EndpointConfig {
@@ -75,6 +78,7 @@ impl Default for EndpointConfig {
             keepalive: Duration::from_secs(10),
             eject: EjectConfig::default(),
             buffer_size: 1024,
+            tls: None,
         }
     }
 }
@@ -293,7 +297,10 @@ fn make_channel(addr: SocketAddr, config: &EndpointConfig) -> Result<Channel, Ba
     if let Some(timeout) = config.attempt_timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    Ok(endpoint.connect_lazy())
+    Ok(match &config.tls {
+        Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+        None => endpoint.connect_lazy(),
+    })
 }
 
 /// Keeps the balancer's endpoint set equal to the resolved addresses until the balancer is gone.

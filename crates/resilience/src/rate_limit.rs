@@ -1,7 +1,10 @@
 //! Per-caller rate limiting (GCRA, via `governor`).
 //!
-//! The caller is the value of a configurable header (default `x-caller-id`, set by the client
-//! stack to the calling service's name) or else the peer IP address. Callers over their quota are
+//! The caller is who the connection proved to be: the service identity of its mTLS certificate
+//! ([`shop_tls::PeerInfo`]), else the peer IP address. A header the caller writes itself is no
+//! identity (random `x-caller-id` values would each get a fresh quota), so one is only used when
+//! configured ([`RateLimitConfig::caller_header`]), for a deployment where a trusted proxy in
+//! front sets it. Callers over their quota are
 //! answered `RESOURCE_EXHAUSTED` ([`Rejection::RateLimited`]) with `google.rpc.QuotaFailure` and
 //! `RetryInfo` details (when the next call would be admitted), so a client can tell its own
 //! quota from an unhealthy server and back off for the right time. Idle callers' state is pruned
@@ -17,6 +20,7 @@ use std::time::Duration;
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderName;
+use shop_tls::PeerInfo;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 
@@ -25,7 +29,8 @@ use crate::{RejectOr, Rejection};
 /// Calls between prunings of idle callers.
 const PRUNE_EVERY: u64 = 4096;
 
-/// The header naming the caller, unless configured otherwise.
+/// The header the client stack stamps with the calling service's name (informational: the
+/// server keys on the verified identity unless told to trust it).
 pub const CALLER_HEADER: &str = "x-caller-id";
 
 /// Sustained calls per second per caller unless configured otherwise (the one place this
@@ -42,8 +47,9 @@ pub struct RateLimitConfig {
     pub per_second: NonZeroU32,
     /// Calls a caller may burst above the sustained rate.
     pub burst: NonZeroU32,
-    /// Header that names the caller; the peer IP is used without it.
-    pub caller_header: HeaderName,
+    /// A header naming the caller, trusted over the peer's address when set. `None` (the
+    /// default): callers are their verified service identity, else their IP address.
+    pub caller_header: Option<HeaderName>,
 }
 
 impl Default for RateLimitConfig {
@@ -51,7 +57,7 @@ impl Default for RateLimitConfig {
         Self {
             per_second: NonZeroU32::new(DEFAULT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
             burst: NonZeroU32::new(DEFAULT_BURST).unwrap_or(NonZeroU32::MIN),
-            caller_header: HeaderName::from_static(CALLER_HEADER),
+            caller_header: None,
         }
     }
 }
@@ -59,13 +65,14 @@ impl Default for RateLimitConfig {
 /// Longest caller id kept inline in a [`CallerKey`]; longer ones are boxed.
 const INLINE_KEY: usize = 46;
 
-/// Who a call is from, as the limiter's key; short caller ids (service names) are stored inline
-/// so the per-call lookup does not allocate.
+/// Who a call is from, as the limiter's key; short names (service names) are stored inline so
+/// the per-call lookup does not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CallerKey {
-    /// A caller id of at most [`INLINE_KEY`] bytes.
+    /// A verified service identity's service name, or a trusted caller header, of at most
+    /// [`INLINE_KEY`] bytes.
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    /// A longer caller id.
+    /// A longer one.
     Long(Box<[u8]>),
     /// No caller id: the peer's IP address.
     Ip(IpAddr),
@@ -73,10 +80,23 @@ enum CallerKey {
     Unknown,
 }
 
+impl CallerKey {
+    fn named(id: &[u8]) -> Self {
+        let mut bytes = [0; INLINE_KEY];
+        match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(id);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Long(id.into()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     limiter: DefaultKeyedRateLimiter<CallerKey>,
-    caller_header: HeaderName,
+    caller_header: Option<HeaderName>,
     calls: AtomicU64,
 }
 
@@ -124,24 +144,24 @@ impl<S> Layer<S> for RateLimitLayer {
 
 impl Shared {
     fn caller<B>(&self, req: &http::Request<B>) -> CallerKey {
-        if let Some(id) = req
-            .headers()
-            .get(&self.caller_header)
-            .filter(|v| v.to_str().is_ok())
-        {
-            let id = id.as_bytes();
-            let mut bytes = [0; INLINE_KEY];
-            return match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
-                (Some(prefix), Ok(len)) => {
-                    prefix.copy_from_slice(id);
-                    CallerKey::Inline { len, bytes }
-                }
-                _ => CallerKey::Long(id.into()),
-            };
+        let peer = req.extensions().get::<PeerInfo>();
+        if let Some(identity) = peer.and_then(|peer| peer.identity.as_ref()) {
+            return CallerKey::named(identity.service().as_bytes());
         }
-        req.extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
+        let trusted = self.caller_header.as_ref().and_then(|header| {
+            req.headers()
+                .get(header)
+                .filter(|value| value.to_str().is_ok())
+        });
+        if let Some(id) = trusted {
+            return CallerKey::named(id.as_bytes());
+        }
+        peer.and_then(|peer| peer.remote_addr)
+            .or_else(|| {
+                req.extensions()
+                    .get::<TcpConnectInfo>()
+                    .and_then(TcpConnectInfo::remote_addr)
+            })
             .map_or(CallerKey::Unknown, |addr| CallerKey::Ip(addr.ip()))
     }
 

@@ -7,7 +7,7 @@
 //! `shop_resilience`, which applies them); the flags, [`ServerConfig::ephemeral`] and the tests
 //! read them from there, and a test checks the README's configuration table against them.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::RuntimeError;
 
@@ -89,14 +89,64 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
-    /// Sustained calls per second allowed to one caller (`x-caller-id`, else peer IP);
-    /// 0 turns per-caller rate limiting off.
+    /// Sustained calls per second allowed to one caller (its mTLS service identity, else its
+    /// IP address); 0 turns per-caller rate limiting off.
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = defaults::RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: u32,
 
     /// Calls one caller may burst above its sustained rate.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST)]
     pub rate_limit_burst: u32,
+
+    /// Mutual TLS for the gRPC listener and for calls to other services.
+    #[command(flatten)]
+    pub tls: TlsConfig,
+}
+
+/// The service's certificate, key and trusted CA (PEM files, re-read when they change). All
+/// three or none: without them the gRPC listener and outgoing calls are plaintext.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TlsConfig {
+    /// Certificate chain (leaf first) naming the service as
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service>`.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key of the certificate.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA certificates that peers' certificates must chain to.
+    #[arg(long, env = "TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The files, when TLS is configured; an error when only some are given.
+    pub fn files(&self) -> Result<Option<shop_tls::TlsFiles>, RuntimeError> {
+        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(shop_tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err(RuntimeError::Config(
+                "TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: set all three or none"
+                    .into(),
+            )),
+        }
+    }
+
+    /// TLS from `files`.
+    #[must_use]
+    pub fn from_files(files: &shop_tls::TlsFiles) -> Self {
+        Self {
+            tls_cert_file: Some(files.cert.clone()),
+            tls_key_file: Some(files.key.clone()),
+            tls_ca_file: Some(files.ca.clone()),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -115,6 +165,7 @@ impl ServerConfig {
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             rate_limit_per_second: defaults::RATE_LIMIT_PER_SECOND,
             rate_limit_burst: defaults::RATE_LIMIT_BURST,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -156,6 +207,7 @@ impl ServerConfig {
                 "READINESS_INTERVAL_MS must be greater than zero".into(),
             ));
         }
+        self.tls.files()?;
         Ok(())
     }
 
@@ -314,7 +366,8 @@ mod tests {
                 continue; // not a flag (RUST_LOG)
             };
             let Some(default) = arg.get_default_values().first() else {
-                continue; // required (DATABASE_URL)
+                checked.insert(name); // required (DATABASE_URL) or optional (TLS_CERT_FILE)
+                continue;
             };
             let default = default.to_string_lossy();
             assert_eq!(normalise(&readme), default, "README default of {name}");

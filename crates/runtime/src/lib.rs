@@ -17,6 +17,7 @@
 //! - [`status`]: domain errors to `tonic::Status` with `google.rpc` details.
 //! - [`validation`], [`request_id`], [`observe`]: the server layers.
 //! - [`metrics`]: Prometheus metrics on the admin port.
+//! - [`peer`]: who is calling (mTLS service identity, peer address).
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod observe;
 pub mod outbox;
 pub mod page_token;
+pub mod peer;
 pub mod readiness;
 pub mod request_id;
 pub mod server;
@@ -40,7 +42,7 @@ pub mod validation;
 
 use std::net::SocketAddr;
 
-pub use config::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
+pub use config::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig, TlsConfig};
 pub use server::{GrpcServer, GrpcServerBuilder};
 pub use tokio_util::sync::CancellationToken;
 
@@ -86,4 +88,10 @@ pub enum RuntimeError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
+    /// The TLS certificate, key or CA could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] shop_tls::TlsError),
+    /// A client of another service could not be built.
+    #[error("client: {0}")]
+    Client(#[from] shop_resilience::client::ClientError),
 }

@@ -20,13 +20,23 @@
 //! 4. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
 //!    the contract's `buf.validate` rules, and only admitted calls pay for decoding.
 //!
+//! With `TLS_CERT_FILE`/`TLS_KEY_FILE`/`TLS_CA_FILE` set the listener speaks mutual TLS
+//! (`shop_tls`), the files are re-read every second (rotation without a restart), and every
+//! request carries the caller's verified service identity ([`crate::peer`]); clients built with
+//! [`GrpcServerBuilder::connect`] present the same certificate and check the server's.
+//!
 //! tonic itself enforces the incoming deadline (`grpc-timeout`, bounded by the configured
 //! default deadline), the per-connection stream limit and message size limits.
 //!
 //! Shutdown: health flips to NOT_SERVING at once, the listener stays open for the drain delay
 //! (so load balancers notice), then closes; in-flight calls get the grace period to finish.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,11 +44,11 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::server::TcpIncoming,
 };
 
 use crate::{
     RuntimeError, admin,
+    client::{DependencyConfig, ResilientChannel},
     config::ServerConfig,
     metrics::Metrics,
     observe::{KnownMethods, ObserveLayer},
@@ -46,6 +56,7 @@ use crate::{
     request_id::RequestIdLayer,
     validation::{RequestValidator, ValidationLayer},
 };
+use shop_tls::{MeshTls, MtlsConnector};
 
 /// Collects what a service serves before the listeners open.
 pub struct GrpcServerBuilder {
@@ -57,7 +68,12 @@ pub struct GrpcServerBuilder {
     metrics: Metrics,
     stopping: CancellationToken,
     admin_routes: axum::Router,
+    /// The TLS material, once loaded (shared by the listener and the clients).
+    tls: Mutex<Option<MeshTls>>,
 }
+
+/// How often certificate files are checked for a rotation.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for GrpcServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +96,44 @@ impl GrpcServerBuilder {
             metrics: Metrics::new(),
             stopping: CancellationToken::new(),
             admin_routes: axum::Router::new(),
+            tls: Mutex::new(None),
         }
+    }
+
+    /// The service's TLS material when TLS is configured (loaded on first use).
+    pub fn tls(&self) -> Result<Option<MeshTls>, RuntimeError> {
+        let Some(files) = self.config.tls.files()? else {
+            return Ok(None);
+        };
+        let mut cached = self.tls.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tls) = cached.as_ref() {
+            return Ok(Some(tls.clone()));
+        }
+        let tls = MeshTls::load(files)?;
+        tracing::info!(identity = %tls.identity(), "mutual TLS on");
+        *cached = Some(tls.clone());
+        Ok(Some(tls))
+    }
+
+    /// A resilient client of the dependency `config` describes (see [`crate::client`]), its
+    /// breaker reported in this server's metrics. With TLS configured the connections are
+    /// mutual TLS: this service's certificate, and the server must present the identity of
+    /// the service `config.name` in this service's trust domain and namespace.
+    pub async fn connect(
+        &self,
+        config: &DependencyConfig,
+    ) -> Result<ResilientChannel, RuntimeError> {
+        let mut config = config.clone();
+        if let (Some(tls), None) = (self.tls()?, &config.endpoint.tls) {
+            let expected = tls.identity().with_service(&config.name).ok_or_else(|| {
+                RuntimeError::Config(format!(
+                    "dependency {:?} is not a service name a certificate can carry",
+                    config.name
+                ))
+            })?;
+            config.endpoint.tls = Some(MtlsConnector::new(tls, expected));
+        }
+        Ok(crate::client::connect(&config, &self.metrics).await?)
     }
 
     /// Serves `routes` on the admin HTTP server beside `/livez`, `/readyz` and `/metrics`:
@@ -153,6 +206,7 @@ impl GrpcServerBuilder {
             self.config.max_message_bytes,
         )?;
         let methods = known_methods(self.descriptor_set, &self.service_names)?;
+        let tls = self.tls()?;
         let grpc_listener = bind(self.config.grpc_addr).await?;
         let admin_listener = bind(self.config.admin_addr).await?;
         let grpc_addr = local_addr(&grpc_listener)?;
@@ -187,8 +241,9 @@ impl GrpcServerBuilder {
             )
             .await;
 
-        tracing::info!(%grpc_addr, %admin_addr, "listening");
+        tracing::info!(%grpc_addr, %admin_addr, tls = tls.is_some(), "listening");
         Ok(GrpcServer {
+            tls,
             config: self.config,
             grpc_listener,
             admin_listener,
@@ -265,6 +320,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RuntimeError> {
 
 /// A bound server, ready to run.
 pub struct GrpcServer {
+    tls: Option<MeshTls>,
     config: ServerConfig,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
@@ -335,6 +391,10 @@ impl GrpcServer {
         let readiness_task = tokio::spawn(
             Arc::clone(&self.readiness).run(self.config.readiness_interval(), background.clone()),
         );
+        let tls_watch = self
+            .tls
+            .as_ref()
+            .map(|tls| tls.watch(TLS_RELOAD_INTERVAL, background.clone()));
         let admin = admin::router(Arc::clone(&self.readiness), self.metrics.clone())
             .merge(self.admin_routes);
         let admin_stop = background.clone();
@@ -373,9 +433,8 @@ impl GrpcServer {
             .layer(layers)
             .serve_with_incoming_shutdown(
                 self.routes,
-                // Server::tcp_nodelay only covers listeners tonic binds itself; without
-                // TCP_NODELAY small responses wait out delayed ACKs (~40 ms tails).
-                TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true)),
+                // TLS handshakes (when configured) and TCP_NODELAY happen in shop_tls.
+                shop_tls::incoming(self.grpc_listener, self.tls),
                 close_listener,
             );
         tokio::pin!(serve);
@@ -389,6 +448,9 @@ impl GrpcServer {
         };
         background.cancel();
         let _ = readiness_task.await;
+        if let Some(task) = tls_watch {
+            let _ = task.await;
+        }
         match admin_task.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "admin server stopped with an error"),

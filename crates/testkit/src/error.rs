@@ -9,6 +9,9 @@ pub type Result<T, E = TestkitError> = std::result::Result<T, E>;
 /// Everything that can go wrong while starting, stopping or polling test infrastructure.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
+    /// Certificates could not be issued or loaded.
+    #[error(transparent)]
+    Tls(#[from] shop_tls::TlsError),
     /// A required program (postgres, nats-server) is not installed; `hint` says how to install it.
     #[error("{program} not found: {hint}")]
     NotInstalled {

@@ -11,6 +11,7 @@
 //!   copies; [`Postgres::fresh_database`] gives each test its own database;
 //!   [`Postgres::stop`]/[`Postgres::restart`] make the database go away and come back.
 //! - [`Nats`]: `nats-server` with JetStream; [`Nats::kill9`] and [`Nats::restart`] for crash tests.
+//! - [`TestPki`]: a throwaway CA and service certificates for mutual TLS tests.
 //! - [`free_port`], [`wait_until`], [`wait_for`], [`http_get`]: polling helpers for tests.
 //!
 //! # Finding the programs
@@ -32,11 +33,13 @@
 mod error;
 pub mod fault_proxy;
 mod nats;
+mod pki;
 mod poll;
 mod postgres;
 mod process;
 
 pub use error::{Result, TestkitError};
 pub use nats::{Nats, NatsOptions};
+pub use pki::TestPki;
 pub use poll::{free_port, http_get, wait_for, wait_until};
 pub use postgres::Postgres;

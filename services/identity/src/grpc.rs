@@ -95,7 +95,7 @@ impl IdentityService for IdentityGrpc {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         // The peer's address, not a caller-supplied header: a guesser must not pick its key.
-        let peer = request.remote_addr().map(|addr| addr.ip());
+        let peer = shop_runtime::peer::remote_ip(&request);
         let request = request.into_inner();
         let email = normalize_email(&request.email);
         self.throttle.admit(&email, peer)?;

@@ -8,8 +8,8 @@ use shop_proto::{
     payments::payment_service_client::PaymentServiceClient,
 };
 use shop_runtime::{
-    client::{self, ClientError, DependencyConfig, ResilientChannel},
-    metrics::Metrics,
+    GrpcServerBuilder, RuntimeError,
+    client::{self, DependencyConfig, ResilientChannel},
 };
 
 use crate::config::DependenciesConfig;
@@ -28,9 +28,9 @@ pub enum ClientsError {
     /// An address is not `http://host:port`.
     #[error(transparent)]
     Target(#[from] client::BadTarget),
-    /// A client stack could not be built.
+    /// A client stack (or its TLS) could not be built.
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Client(#[from] RuntimeError),
 }
 
 fn dependency(
@@ -48,10 +48,11 @@ fn dependency(
 }
 
 impl Clients {
-    /// Connects (lazily) to every dependency and reports their breakers in `metrics`.
+    /// Connects (lazily) to every dependency, over mutual TLS when the server has it, and
+    /// reports their breakers in the server's metrics.
     pub async fn connect(
         config: &DependenciesConfig,
-        metrics: &Metrics,
+        server: &GrpcServerBuilder,
     ) -> Result<Self, ClientsError> {
         let c = config;
         let catalog = dependency(
@@ -76,9 +77,9 @@ impl Clients {
             c.breaker_open_ms,
         )?;
         Ok(Self {
-            catalog: CatalogServiceClient::new(client::connect(&catalog, metrics).await?),
-            inventory: InventoryServiceClient::new(client::connect(&inventory, metrics).await?),
-            payments: PaymentServiceClient::new(client::connect(&payments, metrics).await?),
+            catalog: CatalogServiceClient::new(server.connect(&catalog).await?),
+            inventory: InventoryServiceClient::new(server.connect(&inventory).await?),
+            payments: PaymentServiceClient::new(server.connect(&payments).await?),
         })
     }
 }

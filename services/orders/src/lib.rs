@@ -128,7 +128,7 @@ impl App {
             outbox_metrics.register(registry);
             saga_metrics.register(registry);
         });
-        let clients = clients::Clients::connect(&config.dependencies, builder.metrics()).await?;
+        let clients = clients::Clients::connect(&config.dependencies, &builder).await?;
         let feed = watch::ChangeFeed::default();
         let service = grpc::OrdersGrpc::new(
             store.clone(),

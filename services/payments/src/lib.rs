@@ -35,7 +35,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use shop_proto::payments::payment_service_server::PaymentServiceServer;
 use shop_runtime::{
     CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeError,
-    client::{self, BadTarget, ClientError, DependencyConfig},
+    client::{self, BadTarget, DependencyConfig},
     db,
 };
 
@@ -84,9 +84,6 @@ pub enum StartError {
     /// The processor address is malformed.
     #[error(transparent)]
     ProcessorTarget(#[from] BadTarget),
-    /// The processor client could not be built.
-    #[error(transparent)]
-    ProcessorClient(#[from] ClientError),
 }
 
 /// The client policy for the processor: every method takes an idempotency key, so the contract
@@ -120,7 +117,7 @@ impl App {
             .metrics()
             .with_registry(|registry| outbox_metrics.register(registry));
         let dependency = processor_dependency(&config.processor)?;
-        let channel = client::connect(&dependency, builder.metrics()).await?;
+        let channel = builder.connect(&dependency).await?;
         let processor = Arc::new(processor::GrpcProcessor::new(channel));
         let store = store::PgPaymentStore::new(pool.clone());
         let payments = service::Payments::new(store.clone(), processor);

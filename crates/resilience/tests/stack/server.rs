@@ -92,12 +92,14 @@ async fn sheds_load_at_4x_with_bounded_latency_for_accepted_calls() {
 
 #[tokio::test]
 async fn rate_limits_each_caller_separately() {
+    // Behind a trusted proxy that names callers in a header (the mTLS identity is the default
+    // key; services' own tests show that one).
     let config = ServerConfig {
         max_concurrent: 64,
         rate_limit: Some(RateLimitConfig {
             per_second: NonZeroU32::MIN,
             burst: NonZeroU32::new(3).unwrap(),
-            ..RateLimitConfig::default()
+            caller_header: Some(http::HeaderName::from_static("x-caller-id")),
         }),
     };
     let server = TestServer::start_with(ServerLayer::new(&config)).await;

@@ -33,6 +33,7 @@ pub async fn spawn_app_with(server: ServerConfig) -> TestApp {
     let postgres = Postgres::start().await.expect("postgres starts");
     let database_url = postgres.fresh_database().await.expect("fresh database");
     let nats = Nats::start().await.expect("nats starts");
+    let server_tls = server.tls.files().expect("valid TLS settings");
     let config = Config {
         server,
         database: DatabaseConfig::new(database_url.clone()),
@@ -48,11 +49,16 @@ pub async fn spawn_app_with(server: ServerConfig) -> TestApp {
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connects");
+    let endpoint = Channel::from_shared(format!("http://{grpc_addr}")).expect("valid uri");
+    let channel = match server_tls {
+        // Over mutual TLS the default client presents the service's own certificate.
+        Some(files) => {
+            let tls = shop_tls::MeshTls::load(files).expect("server certificate loads");
+            let identity = tls.identity();
+            endpoint.connect_with_connector_lazy(shop_tls::MtlsConnector::new(tls, identity))
+        }
+        None => endpoint.connect().await.expect("connects"),
+    };
     TestApp {
         grpc_addr,
         admin_addr,

@@ -112,6 +112,11 @@ impl Mesh {
     }
 
     pub async fn start_with(options: MeshOptions) -> Self {
+        // Seven services' start-up futures in one: boxed, so the tests' futures stay small.
+        Box::pin(Self::start_boxed(options)).await
+    }
+
+    async fn start_boxed(options: MeshOptions) -> Self {
         let postgres = Postgres::start().await.expect("postgres starts");
         let nats = Nats::start().await.expect("nats starts");
         let mut stops = Vec::new();
