@@ -15,13 +15,14 @@
 //! - [`db`]: PostgreSQL pool, start-up migrations, readiness check.
 //! - [`convert`]: protobuf well-known types from stored types.
 //! - [`status`]: domain errors to `tonic::Status` with `google.rpc` details.
-//! - [`validation`], [`request_id`], [`observe`]: the server layers.
+//! - [`validation`], [`request_id`], [`observe`], [`authz`]: the server layers.
 //! - [`metrics`]: Prometheus metrics on the admin port.
 //! - [`peer`]: who is calling (mTLS service identity, peer address).
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
 pub mod admin_state;
+pub mod authz;
 pub mod background;
 pub mod client;
 pub mod config;
@@ -91,6 +92,9 @@ pub enum RuntimeError {
     /// The TLS certificate, key or CA could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] shop_tls::TlsError),
+    /// An RPC the server serves has no authorization policy.
+    #[error(transparent)]
+    Policy(#[from] authz::PolicyError),
     /// A client of another service could not be built.
     #[error("client: {0}")]
     Client(#[from] shop_resilience::client::ClientError),

@@ -12,12 +12,14 @@
 //! 2. [`ObserveLayer`]: span + metrics around everything the call costs, so shed and
 //!    rate-limited calls show in the metrics too; labelled by the methods this server serves
 //!    (read from the descriptor sets), every other path as `unknown`.
-//! 3. `shop_resilience::server::ServerLayer`: the caller's deadline (`grpc-timeout`) becomes
+//! 3. [`AuthorizeLayer`]: the method's policy from the contracts against the caller's verified
+//!    identity (see [`crate::authz`]), before the call costs a rate-limit token or a slot.
+//! 4. `shop_resilience::server::ServerLayer`: the caller's deadline (`grpc-timeout`) becomes
 //!    `shop_resilience::deadline::current()` for the handler and the calls it makes; then the
 //!    per-caller rate limit (GCRA), so a noisy caller is refused before it takes a concurrency
 //!    slot; then load shedding over a global concurrency limit, answering RESOURCE_EXHAUSTED
 //!    at once instead of queueing without bound.
-//! 4. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
+//! 5. [`ValidationLayer`]: last before the handler, so no handler sees a request that breaks
 //!    the contract's `buf.validate` rules, and only admitted calls pay for decoding.
 //!
 //! With `TLS_CERT_FILE`/`TLS_KEY_FILE`/`TLS_CA_FILE` set the listener speaks mutual TLS
@@ -48,6 +50,7 @@ use tonic::{
 
 use crate::{
     RuntimeError, admin,
+    authz::{AuthorizeLayer, PolicyTable},
     client::{DependencyConfig, ResilientChannel},
     config::ServerConfig,
     metrics::Metrics,
@@ -206,7 +209,14 @@ impl GrpcServerBuilder {
             self.config.max_message_bytes,
         )?;
         let methods = known_methods(self.descriptor_set, &self.service_names)?;
+        let policies = PolicyTable::new(self.descriptor_set, &self.service_names)?;
         let tls = self.tls()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "plaintext gRPC: every RPC has a policy, but without peer certificates none is \
+                 enforced; set TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE"
+            );
+        }
         let grpc_listener = bind(self.config.grpc_addr).await?;
         let admin_listener = bind(self.config.admin_addr).await?;
         let grpc_addr = local_addr(&grpc_listener)?;
@@ -244,6 +254,7 @@ impl GrpcServerBuilder {
         tracing::info!(%grpc_addr, %admin_addr, tls = tls.is_some(), "listening");
         Ok(GrpcServer {
             tls,
+            policies,
             config: self.config,
             grpc_listener,
             admin_listener,
@@ -321,6 +332,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RuntimeError> {
 /// A bound server, ready to run.
 pub struct GrpcServer {
     tls: Option<MeshTls>,
+    policies: PolicyTable,
     config: ServerConfig,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
@@ -409,6 +421,10 @@ impl GrpcServer {
             .layer(ObserveLayer::new(
                 self.metrics.clone(),
                 self.methods.clone(),
+            ))
+            .layer(AuthorizeLayer::new(
+                self.policies.clone(),
+                self.tls.as_ref().map(MeshTls::identity),
             ))
             .layer(shop_resilience::server::ServerLayer::new(
                 &self.config.protection(),

@@ -40,6 +40,6 @@ mod process;
 
 pub use error::{Result, TestkitError};
 pub use nats::{Nats, NatsOptions};
-pub use pki::TestPki;
+pub use pki::{AnonymousConnector, TestPki};
 pub use poll::{free_port, http_get, wait_for, wait_until};
 pub use postgres::Postgres;
