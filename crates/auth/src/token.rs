@@ -14,7 +14,7 @@ use crate::Jwk;
 const ALG: &str = "EdDSA";
 
 /// Why a token was refused or could not be made.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     /// Not three base64url parts of JSON.
     #[error("token is malformed")]
@@ -40,6 +40,12 @@ pub enum JwtError {
     /// `aud` does not include the expected audience.
     #[error("token audience is not accepted")]
     WrongAudience,
+    /// `typ` names something other than a JWT (e.g. an ID token or a nested JWS).
+    #[error("token type {0:?} is not accepted")]
+    WrongType(String),
+    /// `iat` is in the future.
+    #[error("token is issued in the future")]
+    IssuedInTheFuture,
     /// A JWK that is not an Ed25519 signing key.
     #[error("key {0:?} is not an Ed25519 signing key")]
     UnsupportedKey(String),
@@ -77,6 +83,19 @@ pub struct Claims {
     /// The user's email at issue time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Space-separated scopes granted (RFC 8693 `scope`), e.g. `catalog:write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token grants `scope`.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|granted| granted.split(' ').any(|s| s == scope))
+    }
 }
 
 fn now_secs() -> Result<u64, JwtError> {
@@ -146,6 +165,16 @@ impl JwtSigner {
 
     /// A token for `subject`, and its expiry in seconds since the epoch.
     pub fn issue(&self, subject: &str, email: Option<&str>) -> Result<(String, u64), JwtError> {
+        self.issue_with_scope(subject, email, None)
+    }
+
+    /// Like [`Self::issue`], granting `scope` (space-separated scopes).
+    pub fn issue_with_scope(
+        &self,
+        subject: &str,
+        email: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<(String, u64), JwtError> {
         let now = now_secs()?;
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -156,6 +185,7 @@ impl JwtSigner {
             iat: now,
             jti: uuid::Uuid::now_v7().to_string(),
             email: email.map(str::to_owned),
+            scope: scope.map(str::to_owned),
         };
         let header = Header {
             alg: ALG.into(),
@@ -212,6 +242,10 @@ impl JwtVerifier {
         if header.alg != ALG {
             return Err(JwtError::AlgorithmNotAllowed(header.alg));
         }
+        // An access token says `JWT` (or nothing); anything else is another kind of token.
+        if let Some(typ) = header.typ.filter(|typ| !typ.eq_ignore_ascii_case("JWT")) {
+            return Err(JwtError::WrongType(typ));
+        }
         let kid = header.kid.unwrap_or_default();
         let key = self.keys.get(&kid).ok_or(JwtError::UnknownKey(kid))?;
         let signature_bytes = URL_SAFE_NO_PAD
@@ -229,6 +263,9 @@ impl JwtVerifier {
         }
         if claims.nbf > now.saturating_add(self.leeway) {
             return Err(JwtError::NotYetValid);
+        }
+        if claims.iat > now.saturating_add(self.leeway) {
+            return Err(JwtError::IssuedInTheFuture);
         }
         if claims.iss != self.issuer {
             return Err(JwtError::WrongIssuer);
@@ -305,8 +342,62 @@ mod tests {
         );
         let v = verifier(&[&s2]);
         assert_eq!(v.verify_at(&token, exp + 31), Err(JwtError::Expired));
-        let mut other = v;
+        let mut other = v.clone();
         other.audience = "elsewhere".into();
         assert_eq!(other.verify(&token), Err(JwtError::WrongAudience));
+        assert_eq!(
+            v.verify_at(&token, exp - 600 - 31),
+            Err(JwtError::NotYetValid)
+        );
+    }
+
+    /// A token signed right, but whose header says it is another kind of token, or whose
+    /// `iat` is ahead of the clock.
+    #[test]
+    fn refuses_other_token_types_and_future_issue_times() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let sign = |header: &str, claims: &str| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims)
+            );
+            let sig = s.key.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+        };
+        let now = now_secs().unwrap();
+        let claims = |iat: u64| {
+            format!(
+                r#"{{"iss":"shop-identity","sub":"u","aud":"shop","exp":{},"nbf":{now},"iat":{iat},"jti":"j"}}"#,
+                now + 600
+            )
+        };
+        let id_token = sign(
+            r#"{"alg":"EdDSA","typ":"id+jwt","kid":"key-1"}"#,
+            &claims(now),
+        );
+        assert_eq!(
+            v.verify(&id_token),
+            Err(JwtError::WrongType("id+jwt".into()))
+        );
+        let future = sign(
+            r#"{"alg":"EdDSA","typ":"JWT","kid":"key-1"}"#,
+            &claims(now + 3600),
+        );
+        assert_eq!(v.verify(&future), Err(JwtError::IssuedInTheFuture));
+        let fine = sign(r#"{"alg":"EdDSA","kid":"key-1"}"#, &claims(now));
+        assert_eq!(v.verify(&fine).unwrap().sub, "u");
+    }
+
+    #[test]
+    fn scopes_are_granted_by_name() {
+        let s = signer(1);
+        let (token, _) = s
+            .issue_with_scope("u", None, Some("catalog:write inventory:write"))
+            .unwrap();
+        let claims = verifier(&[&s]).verify(&token).unwrap();
+        assert!(claims.has_scope("catalog:write") && claims.has_scope("inventory:write"));
+        assert!(!claims.has_scope("catalog") && !claims.has_scope("admin"));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use meshctl::state::MeshChannel;
 use shop_proto::catalog::{CreateProductRequest, catalog_service_client::CatalogServiceClient};
 use shop_proto::common::{Money, PostalAddress};
 use shop_proto::inventory::{AdjustStockRequest, inventory_service_client::InventoryServiceClient};
@@ -19,7 +20,6 @@ use shop_proto::orders::{
     order_service_client::OrderServiceClient,
 };
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Units of stock each benchmark product gets: more than any run orders.
@@ -62,8 +62,8 @@ pub struct FlowResult {
 
 /// Creates `count` products with plenty of stock for a run tagged `tag`.
 pub async fn seed(
-    catalog: Channel,
-    inventory: Channel,
+    catalog: MeshChannel,
+    inventory: MeshChannel,
     tag: &str,
     count: usize,
 ) -> anyhow::Result<Products> {
@@ -106,7 +106,8 @@ pub async fn seed(
 
 /// Places orders at `rate` per second for `duration` and follows each to its outcome.
 pub async fn run(
-    orders: Channel,
+    orders: MeshChannel,
+    customer: &str,
     products: &Products,
     rate: f64,
     duration: Duration,
@@ -131,13 +132,14 @@ pub async fn run(
         in_flight.fetch_add(1, Ordering::Relaxed);
         let product = products.0[n % products.0.len()].clone();
         n += 1;
-        let (client, in_flight, results) = (
+        let (client, customer, in_flight, results) = (
             OrderServiceClient::new(orders.clone()),
+            customer.to_owned(),
             Arc::clone(&in_flight),
             Arc::clone(&results),
         );
         tasks.push(tokio::spawn(async move {
-            let (outcome, placed) = one_order(client, product).await;
+            let (outcome, placed) = one_order(client, customer, product).await;
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let mut results = results.lock().await;
             results.started += 1;
@@ -157,14 +159,15 @@ pub async fn run(
 
 /// Places one order of `product` and watches it settle.
 async fn one_order(
-    mut client: OrderServiceClient<Channel>,
+    mut client: OrderServiceClient<MeshChannel>,
+    customer_id: String,
     product: String,
 ) -> (Outcome, Option<Duration>) {
     let sent = Instant::now();
     let placed = client
         .place_order(PlaceOrderRequest {
             idempotency_key: Uuid::new_v4().to_string(),
-            customer_id: Uuid::new_v4().to_string(),
+            customer_id,
             lines: vec![CartLine {
                 product_id: product,
                 quantity: 1,

@@ -72,10 +72,13 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = counters::read(&state).await?.since(&before_idle);
 
-    let orders = state.channel("orders")?;
+    // The benchmark's orders are one customer's: its token admits them.
+    let (customer, token) = meshctl::fixture::customer(&state, "bench").await?;
+    let orders = state.user_channel("orders", &token)?;
     eprintln!("warm-up: {} s at {}/s...", args.warmup, args.rate);
     flow::run(
         orders.clone(),
+        &customer,
         &products,
         args.rate,
         Duration::from_secs(args.warmup),
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = cpu::read(&state);
     let result = flow::run(
         orders,
+        &customer,
         &products,
         args.rate,
         Duration::from_secs(args.seconds),

@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::state::MeshChannel;
 use shop_proto::catalog::{ListProductsRequest, catalog_service_client::CatalogServiceClient};
 use shop_proto::identity::{LoginRequest, identity_service_client::IdentityServiceClient};
 use shop_proto::notifications::{
     ListNotificationsRequest, Notification, NotificationKind,
     notification_service_client::NotificationServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
 use crate::state::MeshState;
@@ -27,25 +27,27 @@ pub async fn demo(state_dir: &Path) -> Result<()> {
     let state = MeshState::running(state_dir)?;
     let mut identity = IdentityServiceClient::new(state.channel("identity")?);
     let mut catalog = CatalogServiceClient::new(state.channel("catalog")?);
-    let mut notifications = NotificationServiceClient::new(state.channel("notifications")?);
 
     let tag = fixture::tag();
-    let user_id = register_and_login(&mut identity, &tag).await?;
+    let (user_id, token) = register_and_login(&mut identity, &tag).await?;
+    // The user's own calls carry the user's token.
+    let mut notifications =
+        NotificationServiceClient::new(state.user_channel("notifications", &token)?);
     create_and_list_products(&mut catalog, &tag).await?;
     let welcome = wait_for_welcome(&mut notifications, &user_id).await?;
     println!(
         "5. welcome notification arrived: {:?} ({})",
         welcome.title, welcome.body
     );
-    demo_orders::run(&state, &user_id, &tag, 6).await?;
+    demo_orders::run(&state, &user_id, &token, &tag, 6).await?;
     println!("\nDemo complete.");
     Ok(())
 }
 
 async fn register_and_login(
-    identity: &mut IdentityServiceClient<Channel>,
+    identity: &mut IdentityServiceClient<MeshChannel>,
     tag: &str,
-) -> Result<String> {
+) -> Result<(String, String)> {
     let email = format!("demo-{tag}@example.com");
     let user_id = fixture::register(identity, &email, format!("Demo {tag}")).await?;
     println!("1. registered {email}: user {user_id}");
@@ -58,13 +60,13 @@ async fn register_and_login(
         .await
         .map_err(|s| MeshError::rpc("IdentityService/Login", s))?
         .into_inner();
-    let token = login.access_token.chars().take(24).collect::<String>();
-    println!("2. logged in: {} token {token}...", login.token_type);
-    Ok(user_id)
+    let shown = login.access_token.chars().take(24).collect::<String>();
+    println!("2. logged in: {} token {shown}...", login.token_type);
+    Ok((user_id, login.access_token))
 }
 
 async fn create_and_list_products(
-    catalog: &mut CatalogServiceClient<Channel>,
+    catalog: &mut CatalogServiceClient<MeshChannel>,
     tag: &str,
 ) -> Result<()> {
     let product = fixture::kitchen_product(
@@ -100,7 +102,7 @@ async fn create_and_list_products(
 
 /// Polls `ListNotifications` until the user's welcome notification is there.
 async fn wait_for_welcome(
-    notifications: &mut NotificationServiceClient<Channel>,
+    notifications: &mut NotificationServiceClient<MeshChannel>,
     user_id: &str,
 ) -> Result<Notification> {
     println!("   waiting for the welcome notification (identity -> NATS -> notifications)...");

@@ -8,12 +8,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::state::MeshChannel;
 use futures::StreamExt as _;
 use shop_proto::orders::{
     CancellationReason, GetOrderRequest, Order, OrderStatus, PlaceOrderRequest, WatchOrderRequest,
     order_service_client::OrderServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::admin::{self, Answer, Timeline};
 use crate::error::{MeshError, Result};
@@ -45,14 +45,20 @@ struct Scenario {
 
 /// Places the three orders for `customer_id`, prints how each ended and its saga timeline;
 /// fails when an order did not end as expected.
-pub async fn run(state: &MeshState, customer_id: &str, tag: &str, step: usize) -> Result<()> {
+pub async fn run(
+    state: &MeshState,
+    customer_id: &str,
+    token: &str,
+    tag: &str,
+    step: usize,
+) -> Result<()> {
     let Some(orders_service) = state.service("orders") else {
         println!("{step}. no orders service in this mesh: skipped the orders");
         return Ok(());
     };
     let seeded = seed::seed(state).await?;
     let scenarios = scenarios(&seeded, customer_id, tag)?;
-    let orders = OrderServiceClient::new(state.channel("orders")?);
+    let orders = OrderServiceClient::new(state.user_channel("orders", token)?);
     println!("{step}. three orders for customer {customer_id}:");
     let mut unexpected = Vec::new();
     for (index, scenario) in scenarios.into_iter().enumerate() {
@@ -123,7 +129,7 @@ fn scenarios(seeded: &[Seeded], customer_id: &str, tag: &str) -> Result<Vec<Scen
 /// Places the order and waits (`WatchOrder`, else polling `GetOrder`) until it is no longer
 /// pending.
 async fn place_and_settle(
-    mut orders: OrderServiceClient<Channel>,
+    mut orders: OrderServiceClient<MeshChannel>,
     request: PlaceOrderRequest,
 ) -> Result<Order> {
     let placed = orders
@@ -146,7 +152,7 @@ async fn place_and_settle(
     }
 }
 
-async fn settle(orders: &mut OrderServiceClient<Channel>, order_id: &str) -> Result<Order> {
+async fn settle(orders: &mut OrderServiceClient<MeshChannel>, order_id: &str) -> Result<Order> {
     let watched = orders
         .watch_order(WatchOrderRequest {
             order_id: order_id.to_owned(),

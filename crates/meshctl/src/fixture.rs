@@ -1,12 +1,12 @@
 //! What `demo` and `load` create in the mesh: users, kitchen products and orders.
 
+use crate::state::MeshChannel;
 use shop_proto::catalog::{
     CreateProductRequest, Product, catalog_service_client::CatalogServiceClient,
 };
 use shop_proto::common::{Money, PostalAddress};
 use shop_proto::identity::{RegisterRequest, identity_service_client::IdentityServiceClient};
 use shop_proto::orders::{CartLine, PlaceOrderRequest};
-use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
 
@@ -20,7 +20,7 @@ pub fn tag() -> String {
 
 /// Registers `email` with [`PASSWORD`]; returns the new user's id.
 pub async fn register(
-    identity: &mut IdentityServiceClient<Channel>,
+    identity: &mut IdentityServiceClient<MeshChannel>,
     email: &str,
     display_name: String,
 ) -> Result<String> {
@@ -36,10 +36,36 @@ pub async fn register(
     Ok(registered.user.map(|u| u.user_id).unwrap_or_default())
 }
 
+/// A customer of this run: registers a fresh user and logs in; returns its id and access token.
+pub async fn customer(state: &crate::state::MeshState, what: &str) -> Result<(String, String)> {
+    let mut identity = IdentityServiceClient::new(state.channel("identity")?);
+    let tag = tag();
+    let email = format!("{what}-{tag}@example.com");
+    let user_id = register(&mut identity, &email, format!("{what} {tag}")).await?;
+    let token = login(&mut identity, &email).await?;
+    Ok((user_id, token))
+}
+
+/// Logs `email` in with [`PASSWORD`]; returns the access token.
+pub async fn login(
+    identity: &mut IdentityServiceClient<MeshChannel>,
+    email: &str,
+) -> Result<String> {
+    let login = identity
+        .login(shop_proto::identity::LoginRequest {
+            email: email.to_owned(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .map_err(|s| MeshError::rpc("IdentityService/Login", s))?
+        .into_inner();
+    Ok(login.access_token)
+}
+
 /// Creates a kitchen product priced `units.nanos` EUR, with an idempotency key derived from its
 /// SKU (`meshctl-<sku in lower case>`).
 pub async fn kitchen_product(
-    catalog: &mut CatalogServiceClient<Channel>,
+    catalog: &mut CatalogServiceClient<MeshChannel>,
     sku: String,
     name: String,
     description: &str,

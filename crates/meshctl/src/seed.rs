@@ -7,13 +7,13 @@
 //! target: the adjustment's key names the stock it starts from, so a retried call is applied
 //! once and a later run tops up again what orders used.
 
+use crate::state::MeshChannel;
 use shop_proto::catalog::{
     ListProductsRequest, Product, catalog_service_client::CatalogServiceClient,
 };
 use shop_proto::inventory::{
     AdjustStockRequest, GetStockRequest, Stock, inventory_service_client::InventoryServiceClient,
 };
-use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
 use crate::fixture;
@@ -89,7 +89,7 @@ pub async fn seed(state: &MeshState) -> Result<Vec<Seeded>> {
 
 /// The product with `seed`'s SKU: created with a key derived from the SKU, or found by it.
 async fn ensure_product(
-    catalog: &mut CatalogServiceClient<Channel>,
+    catalog: &mut CatalogServiceClient<MeshChannel>,
     seed: SeedProduct,
 ) -> Result<Product> {
     let created = fixture::kitchen_product(
@@ -116,7 +116,10 @@ async fn ensure_product(
 }
 
 /// Pages through catalog's kitchen products for `sku`.
-async fn find_by_sku(catalog: &mut CatalogServiceClient<Channel>, sku: &str) -> Result<Product> {
+async fn find_by_sku(
+    catalog: &mut CatalogServiceClient<MeshChannel>,
+    sku: &str,
+) -> Result<Product> {
     let mut page_token = String::new();
     loop {
         let page = catalog
@@ -142,7 +145,7 @@ async fn find_by_sku(catalog: &mut CatalogServiceClient<Channel>, sku: &str) -> 
 
 /// Tops the product's available stock up to `seed.stock`.
 async fn top_up(
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &mut InventoryServiceClient<MeshChannel>,
     seed: SeedProduct,
     product_id: &str,
 ) -> Result<Stock> {

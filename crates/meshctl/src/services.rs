@@ -208,6 +208,11 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
     for (variable, upstream) in upstreams(service.spec.name) {
         env.push((variable, format!("http://{}", peer_addr(infra, upstream))));
     }
+    // Every service verifies user tokens with identity's published keys (identity its own).
+    env.push((
+        "IDENTITY_URL",
+        format!("http://{}", peer_addr(infra, "identity")),
+    ));
     if service.spec.name == "shipping" {
         // A parcel that is picked up after 1 s and delivered 2 s later keeps `demo` short.
         env.push((
@@ -382,9 +387,11 @@ mod tests {
         assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
         assert_eq!(env["SHIPPING_PICKUP_DELAY_SECS"], "1");
         assert_eq!(env["SHIPPING_DELIVERY_DELAY_SECS"], "2");
+        // Its only upstream: identity, for the keys of user tokens.
+        assert_eq!(env["IDENTITY_URL"], "http://127.0.0.1:50051");
         assert!(
-            !env.keys()
-                .any(|k| k.ends_with("_URL") && *k != "DATABASE_URL" && *k != "NATS_URL")
+            !env.keys().any(|k| k.ends_with("_URL")
+                && !["DATABASE_URL", "NATS_URL", "IDENTITY_URL"].contains(k))
         );
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::error::{IoContext as _, MeshError, Result};
 
@@ -28,6 +29,27 @@ pub struct MeshState {
     /// plaintext (`up --plaintext`).
     #[serde(default)]
     pub tls: Option<ClientTls>,
+}
+
+/// A channel to a service of the mesh, with the caller's user token when it has one.
+pub type MeshChannel = InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing for the developer's own calls).
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// A client certificate, its key and the CA the services' certificates chain to.
@@ -114,10 +136,26 @@ impl MeshState {
     }
 
     /// A lazily connecting channel to the gRPC port of service `name` (mutual TLS with the
-    /// developer certificate when the mesh runs with TLS).
-    pub fn channel(&self, name: &'static str) -> Result<tonic::transport::Channel> {
+    /// developer certificate when the mesh runs with TLS), calling as the developer.
+    pub fn channel(&self, name: &'static str) -> Result<MeshChannel> {
         let service = self.service(name).ok_or(MeshError::MissingService(name))?;
-        self.channel_to(service)
+        Ok(InterceptedService::new(
+            self.channel_to(service)?,
+            Bearer(None),
+        ))
+    }
+
+    /// Like [`Self::channel`], each call bearing the user token `token` (what an end user's
+    /// calls carry: orders and notifications admit users by their token).
+    pub fn user_channel(&self, name: &'static str, token: &str) -> Result<MeshChannel> {
+        let service = self.service(name).ok_or(MeshError::MissingService(name))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| MeshError::Tls("the access token is not a valid header value".into()))?;
+        Ok(InterceptedService::new(
+            self.channel_to(service)?,
+            Bearer(Some(value)),
+        ))
     }
 
     /// A lazily connecting channel to `service`'s gRPC port.

@@ -8,8 +8,12 @@
 //! - a public RPC (Login, reading the catalog) admits everyone;
 //! - a caller whose mutual-TLS certificate names a service in `callers`, in this server's own
 //!   trust domain and namespace, is admitted;
-//! - otherwise a call with no verified identity is UNAUTHENTICATED and one with another
-//!   service's identity is PERMISSION_DENIED, naming the method and the caller.
+//! - otherwise, when the policy admits end users, the call's `authorization: Bearer` token is
+//!   verified ([`crate::user_tokens`]) and must grant the policy's scopes; the admitted user
+//!   goes to the handler in the request's extensions ([`verified_user`]), which applies the
+//!   owner rule ([`require_owner`]) where the policy says `USER_ACCESS_OWNER`;
+//! - otherwise a call with no verified identity (or a refused token) is UNAUTHENTICATED and
+//!   one with another identity is PERMISSION_DENIED, naming the method and the caller.
 //!
 //! The standard services: health is public (kubelet and load balancers probe it), reflection
 //! needs a verified certificate (a service's, or the developer's that `meshctl up` issues).
@@ -18,9 +22,6 @@
 //! `meshctl up --plaintext`) still checks that every RPC has a policy but admits every call, and
 //! says so at start-up.
 //!
-//! Not yet here: RPCs whose policy admits end users (`user`, `scopes`) admit every caller until
-//! the layer verifies user tokens (identity's JWKS) and handlers apply the owner rules; their
-//! listed service callers are already what a verified service must be.
 
 use std::{
     collections::HashMap,
@@ -28,11 +29,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::future::Either;
+use futures::future::{BoxFuture, Either};
 use http::{Request, Response};
 use prost_reflect::{DescriptorPool, Value};
+use shop_auth::Claims;
 use shop_tls::{PeerInfo, ServiceIdentity};
 use tonic::{Status, body::Body};
+
+use crate::user_tokens::UserTokens;
 
 /// The extension every RPC of the contracts carries.
 pub const POLICY_EXTENSION: &str = "shop.auth.v1.policy";
@@ -88,6 +92,8 @@ impl Policy {
 pub enum Decision {
     /// Let it through.
     Admit,
+    /// Not a listed service, but users may call: a valid user token decides.
+    NeedsUserToken,
     /// No identity where one is needed.
     Unauthenticated,
     /// An identity the policy does not admit.
@@ -225,8 +231,7 @@ pub fn decide(
         return Decision::Admit;
     }
     if policy.user != UserAccess::None {
-        // User tokens are not verified by this layer yet (see the module docs).
-        return Decision::Admit;
+        return Decision::NeedsUserToken;
     }
     match caller {
         None => Decision::Unauthenticated,
@@ -240,18 +245,20 @@ pub struct AuthorizeLayer {
     table: PolicyTable,
     own: Option<ServiceIdentity>,
     enforce: bool,
+    tokens: UserTokens,
 }
 
 impl AuthorizeLayer {
-    /// Enforces `table` for a server whose certificate names `own`; `own: None` (a plaintext
-    /// server) admits every call.
+    /// Enforces `table` for a server whose certificate names `own`, verifying user tokens
+    /// with `tokens`; `own: None` (a plaintext server) admits every call.
     #[must_use]
-    pub fn new(table: PolicyTable, own: Option<ServiceIdentity>) -> Self {
+    pub fn new(table: PolicyTable, own: Option<ServiceIdentity>, tokens: UserTokens) -> Self {
         let enforce = own.is_some();
         Self {
             table,
             own,
             enforce,
+            tokens,
         }
     }
 }
@@ -274,44 +281,143 @@ pub struct Authorize<S> {
     layer: AuthorizeLayer,
 }
 
+/// What the layer found out before the handler.
+enum Verdict {
+    Admit,
+    Refuse(Status),
+    /// Verify this bearer token, then check these scopes.
+    VerifyToken {
+        token: String,
+        scopes: Vec<String>,
+    },
+}
+
 impl<S> Authorize<S> {
-    fn refusal(&self, request: &Request<Body>) -> Option<Status> {
+    fn verdict(&self, request: &Request<Body>) -> Verdict {
         if !self.layer.enforce {
-            return None;
+            return Verdict::Admit;
         }
         let path = request.uri().path();
         // Not a method of this server: tonic answers UNIMPLEMENTED.
-        let policy = self.layer.table.get(path)?;
+        let Some(policy) = self.layer.table.get(path) else {
+            return Verdict::Admit;
+        };
         let caller = PeerInfo::of(request).and_then(|peer| peer.identity.as_ref());
         match decide(policy, caller, self.layer.own.as_ref()) {
-            Decision::Admit => None,
-            Decision::Unauthenticated => Some(Status::unauthenticated(format!(
+            Decision::Admit => Verdict::Admit,
+            Decision::NeedsUserToken => match bearer(request) {
+                Ok(token) => Verdict::VerifyToken {
+                    token: token.to_owned(),
+                    scopes: policy.scopes.clone(),
+                },
+                Err(why) => Verdict::Refuse(Status::unauthenticated(format!(
+                    "{path} needs a user token ({why}) or the certificate of a service its \
+                     policy lists"
+                ))),
+            },
+            Decision::Unauthenticated => Verdict::Refuse(Status::unauthenticated(format!(
                 "{path} needs a client certificate of a service its policy lists"
             ))),
-            Decision::Denied(caller) => Some(Status::permission_denied(format!(
+            Decision::Denied(caller) => Verdict::Refuse(Status::permission_denied(format!(
                 "{caller} may not call {path}"
             ))),
         }
     }
 }
 
+/// The token of `authorization: Bearer <token>`.
+fn bearer<B>(request: &Request<B>) -> Result<&str, &'static str> {
+    let value = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .ok_or("no authorization header")?
+        .to_str()
+        .map_err(|_| "malformed authorization header")?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or("authorization is not a bearer token")
+}
+
+/// The end user a call was admitted for, as its verified token says (in the request's
+/// extensions when the layer admitted the call by a user token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedUser(pub Claims);
+
 impl<S> tower_service::Service<Request<Body>> for Authorize<S>
 where
-    S: tower_service::Service<Request<Body>, Response = Response<Body>>,
+    S: tower_service::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Either<std::future::Ready<Result<Response<Body>, S::Error>>, S::Future>;
+    type Future = Either<
+        std::future::Ready<Result<Response<Body>, S::Error>>,
+        Either<S::Future, BoxFuture<'static, Result<Response<Body>, S::Error>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        match self.refusal(&request) {
-            Some(status) => Either::Left(std::future::ready(Ok(status.into_http()))),
-            None => Either::Right(self.inner.call(request)),
-        }
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let (token, scopes) = match self.verdict(&request) {
+            Verdict::Admit => return Either::Right(Either::Left(self.inner.call(request))),
+            Verdict::Refuse(status) => {
+                return Either::Left(std::future::ready(Ok(status.into_http())));
+            }
+            Verdict::VerifyToken { token, scopes } => (token, scopes),
+        };
+        // The clone that was polled ready serves this call; the fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let tokens = self.layer.tokens.clone();
+        Either::Right(Either::Right(Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let claims = match tokens.verify(&token).await {
+                Ok(claims) => claims,
+                Err(error) => {
+                    let status =
+                        Status::unauthenticated(format!("{path}: user token refused: {error}"));
+                    return Ok(status.into_http());
+                }
+            };
+            if let Some(missing) = scopes.iter().find(|scope| !claims.has_scope(scope)) {
+                let status = Status::permission_denied(format!(
+                    "{path} needs the scope {missing:?}, which the token does not grant"
+                ));
+                return Ok(status.into_http());
+            }
+            request.extensions_mut().insert(VerifiedUser(claims));
+            inner.call(request).await
+        })))
+    }
+}
+
+/// The verified end user of a call, when the call was admitted by a user token.
+#[must_use]
+pub fn verified_user<T>(request: &tonic::Request<T>) -> Option<&Claims> {
+    request
+        .extensions()
+        .get::<VerifiedUser>()
+        .map(|user| &user.0)
+}
+
+/// The owner rule of `USER_ACCESS_OWNER` RPCs: PERMISSION_DENIED when the call was admitted by
+/// a user token whose subject is not `owner`. A call admitted as a listed service (acting on
+/// its own behalf), or on a plaintext server that enforces nothing, passes.
+pub fn require_owner<T>(
+    request: &tonic::Request<T>,
+    field: &str,
+    owner: &str,
+) -> Result<(), Status> {
+    match verified_user(request) {
+        Some(user) if user.sub != owner => Err(Status::permission_denied(format!(
+            "{field}: the token's user may act only on its own resources"
+        ))),
+        _ => Ok(()),
     }
 }
 

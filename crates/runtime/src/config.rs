@@ -45,6 +45,10 @@ pub mod defaults {
     pub const NATS_URL: &str = "nats://127.0.0.1:4222";
     /// `NATS_STREAM_REPLICAS`.
     pub const NATS_STREAM_REPLICAS: usize = 1;
+    /// `JWT_ISSUER`.
+    pub const JWT_ISSUER: &str = "shop-identity";
+    /// `JWT_AUDIENCE`.
+    pub const JWT_AUDIENCE: &str = "shop";
 }
 
 /// The gRPC and admin listeners and how the server drains.
@@ -101,6 +105,38 @@ pub struct ServerConfig {
     /// Mutual TLS for the gRPC listener and for calls to other services.
     #[command(flatten)]
     pub tls: TlsConfig,
+
+    /// How end users' tokens are verified.
+    #[command(flatten)]
+    pub user_tokens: UserTokenConfig,
+}
+
+/// Where the keys of user tokens come from and what a token must say.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct UserTokenConfig {
+    /// identity's gRPC address (`http://host:port`), whose `GetJwks` publishes the keys user
+    /// tokens are signed with. Unset: no user token is accepted, and RPCs only users may call
+    /// are refused.
+    #[arg(long, env = "IDENTITY_URL")]
+    pub identity_url: Option<String>,
+
+    /// `iss` a token must carry (and identity writes).
+    #[arg(long, env = "JWT_ISSUER", default_value = defaults::JWT_ISSUER)]
+    pub jwt_issuer: String,
+
+    /// `aud` a token must carry (and identity writes).
+    #[arg(long, env = "JWT_AUDIENCE", default_value = defaults::JWT_AUDIENCE)]
+    pub jwt_audience: String,
+}
+
+impl Default for UserTokenConfig {
+    fn default() -> Self {
+        Self {
+            identity_url: None,
+            jwt_issuer: defaults::JWT_ISSUER.to_owned(),
+            jwt_audience: defaults::JWT_AUDIENCE.to_owned(),
+        }
+    }
 }
 
 /// The service's certificate, key and trusted CA (PEM files, re-read when they change). All
@@ -166,6 +202,7 @@ impl ServerConfig {
             rate_limit_per_second: defaults::RATE_LIMIT_PER_SECOND,
             rate_limit_burst: defaults::RATE_LIMIT_BURST,
             tls: TlsConfig::default(),
+            user_tokens: UserTokenConfig::default(),
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`validation`], [`request_id`], [`observe`], [`authz`]: the server layers.
 //! - [`metrics`]: Prometheus metrics on the admin port.
 //! - [`peer`]: who is calling (mTLS service identity, peer address).
+//! - [`user_tokens`]: end users' bearer tokens, verified with identity's published keys.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
 mod admin;
@@ -39,11 +40,15 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod user_tokens;
 pub mod validation;
 
 use std::net::SocketAddr;
 
-pub use config::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig, TlsConfig};
+pub use config::{
+    DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig, TlsConfig,
+    UserTokenConfig,
+};
 pub use server::{GrpcServer, GrpcServerBuilder};
 pub use tokio_util::sync::CancellationToken;
 

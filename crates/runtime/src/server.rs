@@ -59,7 +59,10 @@ use crate::{
     request_id::RequestIdLayer,
     validation::{RequestValidator, ValidationLayer},
 };
+use shop_proto::identity::identity_service_client::IdentityServiceClient;
 use shop_tls::{MeshTls, MtlsConnector};
+
+use crate::user_tokens::UserTokens;
 
 /// Collects what a service serves before the listeners open.
 pub struct GrpcServerBuilder {
@@ -116,6 +119,28 @@ impl GrpcServerBuilder {
         tracing::info!(identity = %tls.identity(), "mutual TLS on");
         *cached = Some(tls.clone());
         Ok(Some(tls))
+    }
+
+    /// The verifier of user tokens, with identity's keys when `IDENTITY_URL` is set.
+    async fn user_tokens(&self, tls: Option<&MeshTls>) -> Result<UserTokens, RuntimeError> {
+        let settings = &self.config.user_tokens;
+        let identity = match &settings.identity_url {
+            None => None,
+            Some(url) => {
+                let caller = tls.map_or_else(
+                    || "shop".to_owned(),
+                    |tls| tls.identity().service().to_owned(),
+                );
+                let dependency = crate::client::dependency("identity", &caller, url)
+                    .map_err(|err| RuntimeError::Config(err.to_string()))?;
+                Some(IdentityServiceClient::new(self.connect(&dependency).await?))
+            }
+        };
+        Ok(UserTokens::new(
+            identity,
+            settings.jwt_issuer.clone(),
+            settings.jwt_audience.clone(),
+        ))
     }
 
     /// A resilient client of the dependency `config` describes (see [`crate::client`]), its
@@ -211,6 +236,7 @@ impl GrpcServerBuilder {
         let methods = known_methods(self.descriptor_set, &self.service_names)?;
         let policies = PolicyTable::new(self.descriptor_set, &self.service_names)?;
         let tls = self.tls()?;
+        let user_tokens = self.user_tokens(tls.as_ref()).await?;
         if tls.is_none() {
             tracing::warn!(
                 "plaintext gRPC: every RPC has a policy, but without peer certificates none is \
@@ -255,6 +281,7 @@ impl GrpcServerBuilder {
         Ok(GrpcServer {
             tls,
             policies,
+            user_tokens,
             config: self.config,
             grpc_listener,
             admin_listener,
@@ -333,6 +360,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RuntimeError> {
 pub struct GrpcServer {
     tls: Option<MeshTls>,
     policies: PolicyTable,
+    user_tokens: UserTokens,
     config: ServerConfig,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
@@ -425,6 +453,7 @@ impl GrpcServer {
             .layer(AuthorizeLayer::new(
                 self.policies.clone(),
                 self.tls.as_ref().map(MeshTls::identity),
+                self.user_tokens.clone(),
             ))
             .layer(shop_resilience::server::ServerLayer::new(
                 &self.config.protection(),

@@ -30,15 +30,10 @@ pub struct Config {
     pub passwords: PasswordConfig,
 }
 
-/// How access tokens are issued.
+/// How long access tokens live (their `iss` and `aud` are the kit's `JWT_ISSUER` and
+/// `JWT_AUDIENCE`, the same every verifier checks).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TokenConfig {
-    /// `iss` of issued tokens.
-    #[arg(long, env = "JWT_ISSUER", default_value = "shop-identity")]
-    pub jwt_issuer: String,
-    /// `aud` of issued tokens.
-    #[arg(long, env = "JWT_AUDIENCE", default_value = "shop")]
-    pub jwt_audience: String,
     /// Lifetime of an access token in seconds.
     #[arg(long, env = "JWT_TTL_SECS", default_value_t = 3600)]
     pub jwt_ttl_secs: u64,
@@ -46,11 +41,7 @@ pub struct TokenConfig {
 
 impl Default for TokenConfig {
     fn default() -> Self {
-        Self {
-            jwt_issuer: "shop-identity".into(),
-            jwt_audience: "shop".into(),
-            jwt_ttl_secs: 3600,
-        }
+        Self { jwt_ttl_secs: 3600 }
     }
 }
 

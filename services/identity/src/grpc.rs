@@ -3,6 +3,7 @@
 //! Field rules (email format, password length, uuids) are enforced by the runtime's
 //! validation layer before these handlers run.
 
+use shop_runtime::authz::require_owner;
 use std::{collections::HashMap, sync::Arc};
 
 use shop_proto::identity::{self as pb, identity_service_server::IdentityService};
@@ -140,6 +141,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
+        require_owner(&request, "user_id", &request.get_ref().user_id)?;
         let id = parse_id("user_id", &request.get_ref().user_id)?;
         let user = self.store.get_user(id).await?;
         Ok(Response::new(pb::GetUserResponse {
@@ -151,6 +153,9 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        for (i, user_id) in request.get_ref().user_ids.iter().enumerate() {
+            require_owner(&request, &format!("user_ids[{i}]"), user_id)?;
+        }
         let ids = request
             .get_ref()
             .user_ids

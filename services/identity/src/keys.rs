@@ -7,6 +7,7 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::{OsRng, RngCore as _};
 use ed25519_dalek::SigningKey;
 use shop_auth::{Jwk, JwtSigner};
+use shop_runtime::UserTokenConfig;
 
 use crate::{config::TokenConfig, error::IdentityError, store::PgIdentityStore};
 
@@ -27,6 +28,7 @@ fn signing_key(kid: &str, bytes: &[u8]) -> Result<SigningKey, IdentityError> {
 pub async fn load_or_create_signer(
     store: &PgIdentityStore,
     config: &TokenConfig,
+    claims: &UserTokenConfig,
 ) -> Result<Keys, IdentityError> {
     if store.active_keys().await?.is_empty() {
         let mut secret = [0_u8; 32];
@@ -48,8 +50,8 @@ pub async fn load_or_create_signer(
     let signer = JwtSigner::new(
         kid,
         key,
-        config.jwt_issuer.clone(),
-        config.jwt_audience.clone(),
+        claims.jwt_issuer.clone(),
+        claims.jwt_audience.clone(),
         Duration::from_secs(config.jwt_ttl_secs),
     );
     Ok(Keys { signer, jwks })

@@ -85,9 +85,10 @@ impl App {
         }
         let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
         let store = store::PgIdentityStore::new(pool.clone());
-        let signer = keys::load_or_create_signer(&store, &config.tokens)
-            .await
-            .map_err(StartError::SigningKey)?;
+        let signer =
+            keys::load_or_create_signer(&store, &config.tokens, &config.server.user_tokens)
+                .await
+                .map_err(StartError::SigningKey)?;
         let hashes = hashing::HashPool::new(
             config.passwords.hash_concurrency(),
             config.passwords.hash_wait(),

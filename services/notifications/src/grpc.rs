@@ -1,5 +1,6 @@
 //! `shop.notifications.v1.NotificationService`: listing and watching a user's notifications.
 
+use shop_runtime::authz::require_owner;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt as _};
@@ -81,6 +82,7 @@ impl NotificationService for NotificationsGrpc {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        require_owner(&request, "user_id", &request.get_ref().user_id)?;
         let request = request.into_inner();
         let user_id = parse_user(&request.user_id)?;
         let cursor =
@@ -116,6 +118,7 @@ impl NotificationService for NotificationsGrpc {
         &self,
         request: Request<pb::WatchNotificationsRequest>,
     ) -> Result<Response<Self::WatchNotificationsStream>, Status> {
+        require_owner(&request, "user_id", &request.get_ref().user_id)?;
         let user_id = parse_user(&request.get_ref().user_id)?;
         let stopping = self.stopping.clone();
         let updates = BroadcastStream::new(self.updates.subscribe())

@@ -7,6 +7,7 @@
 //! what the contract cannot say (a product on two lines, unknown products, mixed currencies)
 //! is checked here, before anything is written.
 
+use shop_runtime::authz::{require_owner, verified_user};
 use std::collections::HashMap;
 
 use serde_json::json;
@@ -327,6 +328,7 @@ impl OrderService for OrdersGrpc {
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        require_owner(&request, "customer_id", &request.get_ref().customer_id)?;
         let order = self.place(request.into_inner()).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some(order_to_pb(&order)),
@@ -343,6 +345,7 @@ impl OrderService for OrdersGrpc {
             .get(order_id)
             .await?
             .ok_or(OrdersError::NotFound(order_id))?;
+        require_owner(&request, "order_id", &order.customer_id.to_string())?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(order_to_pb(&order)),
         }))
@@ -352,6 +355,7 @@ impl OrderService for OrdersGrpc {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        require_owner(&request, "customer_id", &request.get_ref().customer_id)?;
         let request = request.into_inner();
         let customer_id = parse_id("customer_id", &request.customer_id)?;
         let status = pb::OrderStatus::try_from(request.status)
@@ -402,6 +406,15 @@ impl OrderService for OrdersGrpc {
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        if verified_user(&request).is_some() {
+            let order_id = parse_id("order_id", &request.get_ref().order_id)?;
+            let order = self
+                .store
+                .get(order_id)
+                .await?
+                .ok_or(OrdersError::NotFound(order_id))?;
+            require_owner(&request, "order_id", &order.customer_id.to_string())?;
+        }
         let order = self.cancel(request.into_inner()).await?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(order_to_pb(&order)),
@@ -422,6 +435,7 @@ impl OrderService for OrdersGrpc {
             .load(order_id)
             .await?
             .ok_or(OrdersError::NotFound(order_id))?;
+        require_owner(&request, "order_id", &order.customer_id.to_string())?;
         let (out, stream) = mpsc::channel(16);
         tokio::spawn(follow(
             self.store.clone(),

@@ -63,8 +63,17 @@ pub async fn start_catalog(postgres: &Postgres, nats: &Nats) -> anyhow::Result<R
 
 /// The identity service on a fresh database of `postgres`, publishing to `nats`.
 pub async fn start_identity(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
+    start_identity_with(postgres, nats, ServerConfig::ephemeral()).await
+}
+
+/// [`start_identity`] with `server`'s settings (TLS, ...).
+pub async fn start_identity_with(
+    postgres: &Postgres,
+    nats: &Nats,
+    server: ServerConfig,
+) -> anyhow::Result<Running> {
     let config = identity::Config {
-        server: ServerConfig::ephemeral(),
+        server,
         database: DatabaseConfig::new(postgres.fresh_database().await?),
         nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),
@@ -82,8 +91,17 @@ pub async fn start_identity(postgres: &Postgres, nats: &Nats) -> anyhow::Result<
 
 /// The notifications service on a fresh database of `postgres`, consuming from `nats`.
 pub async fn start_notifications(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
+    start_notifications_with(postgres, nats, ServerConfig::ephemeral()).await
+}
+
+/// [`start_notifications`] with `server`'s settings (TLS, user tokens, ...).
+pub async fn start_notifications_with(
+    postgres: &Postgres,
+    nats: &Nats,
+    server: ServerConfig,
+) -> anyhow::Result<Running> {
     let config = notifications::Config {
-        server: ServerConfig::ephemeral(),
+        server,
         database: DatabaseConfig::new(postgres.fresh_database().await?),
         nats: NatsConfig::new(nats.url()),
         inbox: notifications::InboxConfig::default(),

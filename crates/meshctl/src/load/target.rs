@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::state::MeshChannel;
 use shop_proto::catalog::{
     GetProductRequest, ListProductsRequest, catalog_service_client::CatalogServiceClient,
 };
 use shop_proto::identity::{LoginRequest, identity_service_client::IdentityServiceClient};
 use shop_proto::orders::order_service_client::OrderServiceClient;
-use tonic::transport::Channel;
 
 use crate::error::{MeshError, Result};
 use crate::state::MeshState;
@@ -27,9 +27,9 @@ pub(super) enum Rpc {
 /// The clients and the fixture every worker uses.
 #[derive(Clone)]
 pub(super) struct Target {
-    catalog: CatalogServiceClient<Channel>,
+    catalog: CatalogServiceClient<MeshChannel>,
     /// `None` in the `place-order` scenario, which makes no logins.
-    identity: Option<IdentityServiceClient<Channel>>,
+    identity: Option<IdentityServiceClient<MeshChannel>>,
     product_id: String,
     email: String,
     /// Set for the `place-order` scenario.
@@ -39,7 +39,7 @@ pub(super) struct Target {
 /// What `PlaceOrder` calls need: the client, what to order, and a count for unique keys.
 #[derive(Clone)]
 struct OrderTarget {
-    client: OrderServiceClient<Channel>,
+    client: OrderServiceClient<MeshChannel>,
     customer_id: String,
     product_id: String,
     tag: String,
@@ -73,8 +73,8 @@ impl Rpc {
 impl Target {
     /// Registers the user and creates the product the mix reads.
     pub(super) async fn create(
-        mut catalog: CatalogServiceClient<Channel>,
-        mut identity: IdentityServiceClient<Channel>,
+        mut catalog: CatalogServiceClient<MeshChannel>,
+        mut identity: IdentityServiceClient<MeshChannel>,
     ) -> Result<Self> {
         let tag = fixture::tag();
         let email = format!("load-{tag}@example.com");
@@ -98,7 +98,8 @@ impl Target {
 
     /// The clients for `place-order`: the seeded bulk product, a customer of this run.
     pub(super) async fn for_orders(state: &MeshState) -> Result<Self> {
-        let client = OrderServiceClient::new(state.channel("orders")?);
+        let (customer_id, token) = fixture::customer(state, "load").await?;
+        let client = OrderServiceClient::new(state.user_channel("orders", &token)?);
         let seeded = seed::seed(state).await?;
         let tea = seeded
             .into_iter()
@@ -111,7 +112,7 @@ impl Target {
             email: String::new(),
             orders: Some(OrderTarget {
                 client,
-                customer_id: uuid::Uuid::new_v4().to_string(),
+                customer_id,
                 product_id: tea.product.product_id,
                 tag: fixture::tag(),
                 placed: Arc::new(AtomicU64::new(0)),
