@@ -37,11 +37,21 @@ pub struct TokenConfig {
     /// Lifetime of an access token in seconds.
     #[arg(long, env = "JWT_TTL_SECS", default_value_t = 3600)]
     pub jwt_ttl_secs: u64,
+    /// Emails of the users whose tokens grant the admin scopes (`catalog:write
+    /// inventory:write`), comma-separated.
+    #[arg(long, env = "ADMIN_EMAILS", value_delimiter = ',')]
+    pub admin_emails: Vec<String>,
 }
+
+/// The scopes an admin's token grants: catalog and inventory writes.
+pub const ADMIN_SCOPES: &str = "catalog:write inventory:write";
 
 impl Default for TokenConfig {
     fn default() -> Self {
-        Self { jwt_ttl_secs: 3600 }
+        Self {
+            jwt_ttl_secs: 3600,
+            admin_emails: Vec::new(),
+        }
     }
 }
 

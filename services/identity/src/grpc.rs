@@ -27,6 +27,8 @@ pub struct IdentityGrpc {
     keys: Keys,
     hashes: HashPool,
     throttle: Arc<LoginThrottle>,
+    /// Normalised emails whose tokens grant the admin scopes.
+    admins: Arc<std::collections::HashSet<String>>,
 }
 
 impl IdentityGrpc {
@@ -35,12 +37,14 @@ impl IdentityGrpc {
         keys: Keys,
         hashes: HashPool,
         throttle: LoginThrottle,
+        admin_emails: &[String],
     ) -> Self {
         Self {
             store,
             keys,
             hashes,
             throttle: Arc::new(throttle),
+            admins: Arc::new(admin_emails.iter().map(|e| normalize_email(e)).collect()),
         }
     }
 }
@@ -121,10 +125,14 @@ impl IdentityService for IdentityGrpc {
             return Err(IdentityError::BadCredentials.into());
         }
         let user = credentials.into_user();
+        let scope = self
+            .admins
+            .contains(&normalize_email(&user.email))
+            .then_some(crate::config::ADMIN_SCOPES);
         let (access_token, expires_at) = self
             .keys
             .signer
-            .issue(&user.id.to_string(), Some(&user.email))
+            .issue_with_scope(&user.id.to_string(), Some(&user.email), scope)
             .map_err(|err| IdentityError::Crypto(err.to_string()))?;
         Ok(Response::new(pb::LoginResponse {
             access_token,

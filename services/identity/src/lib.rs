@@ -94,7 +94,8 @@ impl App {
             config.passwords.hash_wait(),
         );
         let throttle = throttle::LoginThrottle::new(&config.passwords);
-        let service = grpc::IdentityGrpc::new(store, signer, hashes, throttle);
+        let service =
+            grpc::IdentityGrpc::new(store, signer, hashes, throttle, &config.tokens.admin_emails);
         let max_message = config.server.max_message_bytes;
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
         // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.

@@ -72,3 +72,39 @@ async fn signing_key_survives_a_restart() {
     assert_eq!(jwks(&mut again).await, before);
     again.stop().await;
 }
+
+/// `ADMIN_EMAILS` decides whose tokens grant the admin scopes; nobody else's carry any.
+#[tokio::test]
+async fn admins_tokens_grant_the_admin_scopes_and_only_theirs() {
+    let mut app = crate::helpers::spawn_app_with(|config| {
+        config.tokens.admin_emails = vec![" Root@Example.com ".into()];
+    })
+    .await;
+    app.register("root@example.com", "correct horse battery")
+        .await;
+    app.register("ada@example.com", "correct horse battery")
+        .await;
+    let keys = jwks(&mut app).await;
+    let verifier = JwtVerifier::new(&keys, "shop-identity".into(), "shop".into()).unwrap();
+    let claims_of = |email: &'static str| {
+        let mut client = app.client.clone();
+        let verifier = verifier.clone();
+        async move {
+            let token = client
+                .login(LoginRequest {
+                    email: email.into(),
+                    password: "correct horse battery".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .access_token;
+            verifier.verify(&token).unwrap()
+        }
+    };
+    let root = claims_of("root@example.com").await;
+    assert!(root.has_scope("catalog:write") && root.has_scope("inventory:write"));
+    let ada = claims_of("ada@example.com").await;
+    assert_eq!(ada.scope, None);
+    app.stop().await;
+}
