@@ -253,7 +253,18 @@ async fn the_admin_port_shows_orders_sagas_and_each_timeline() {
     mesh.wait_status(&declined.order_id, OrderStatus::Cancelled, WITHIN)
         .await;
 
-    let (code, state) = mesh.admin_json("/admin/state").await;
+    // The order's status and its saga run's end are separate writes: poll until both runs
+    // have ended.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let (code, state) = loop {
+        let (code, state) = mesh.admin_json("/admin/state").await;
+        let ended = state["sagas"]["counts"]["completed"] == 1
+            && state["sagas"]["counts"]["compensated"] == 1;
+        if ended || tokio::time::Instant::now() >= deadline {
+            break (code, state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(code, 200, "{state}");
     assert_eq!(state["orders"].as_array().map(Vec::len), Some(2));
     assert_eq!(state["sagas"]["counts"]["completed"], 1);
