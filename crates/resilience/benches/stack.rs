@@ -6,7 +6,7 @@
 //! cargo bench -p shop-resilience --bench stack -- --calls N --client stack   # for callgrind
 //! ```
 //!
-//! Five clients call `grpc.health.v1.Health/Check`, each against its own server(s):
+//! Six clients call `grpc.health.v1.Health/Check`, each against its own server(s):
 //! - `bare`: a plain tonic `Channel` to a server without layers, no deadline (for reference);
 //! - `bare+deadline`: the same with the stack's 2 s deadline set the tonic way
 //!   (`Request::set_timeout`, enforced by tonic's channel and server). Every call in the mesh
@@ -18,7 +18,10 @@
 //! - `stack direct`: `client::connect` with one static endpoint (straight to its channel) to a
 //!   server behind `ServerLayer`;
 //! - `stack p2c`: `client::connect` with two static endpoints (two protected servers), through
-//!   our p2c balancer with ejection, the path every DNS dependency takes.
+//!   our p2c balancer with ejection, the path every DNS dependency takes;
+//! - `stack mTLS`: `stack direct` over mutual TLS (`shop_tls`: the listener and connector
+//!   every service uses with `TLS_*` set, certificates from a throwaway CA), compared with
+//!   `stack direct`: what TLS costs a call on an open connection.
 //!
 //! Method, so that drift in machine load hits every client alike: at concurrency 1, 16 and 64,
 //! `rounds` rounds (default 10); in each round every client runs closed-loop (each worker calls
@@ -30,7 +33,7 @@
 //! it (≈ concurrency / throughput): it moves with the throughput ratio and with scheduling noise
 //! more than with what a layer adds to one call. Concurrency 1 shows that cost directly.
 //!
-//! `--calls N --client <bare|bare+deadline|bare-p2c|stack|p2c>` makes N sequential calls and exits,
+//! `--calls N --client <bare|bare+deadline|bare-p2c|stack|p2c|mtls>` makes N sequential calls and exits,
 //! printing nothing: run it under `valgrind --tool=callgrind` for two values of N and divide the
 //! difference in instructions by the difference in N for a per-call cost far steadier than
 //! wall clock (about ±1 k instructions from run to run: the threads wake in varying order).
@@ -71,9 +74,10 @@ struct Run {
 }
 
 /// The clients measured: name, client, and the index of the baseline it is compared with.
-const N: usize = 5;
+const N: usize = 6;
 const BASE_DIRECT: usize = 1;
 const BASE_P2C: usize = 2;
+const STACK_DIRECT: usize = 3;
 
 struct Clients {
     names: [&'static str; N],
@@ -110,6 +114,15 @@ impl Run {
 
 /// Starts a health server on `servers` (the server runtime); returns its address.
 fn serve(servers: &Handle, protected: bool) -> anyhow::Result<SocketAddr> {
+    serve_with(servers, protected, None)
+}
+
+/// [`serve`], over mutual TLS with `tls` when given (always protected then).
+fn serve_with(
+    servers: &Handle,
+    protected: bool,
+    tls: Option<shop_tls::MeshTls>,
+) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -125,6 +138,14 @@ fn serve(servers: &Handle, protected: bool) -> anyhow::Result<SocketAddr> {
     servers.spawn(async move {
         // Registered with the server runtime's reactor: made inside one of its tasks.
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        if let Some(tls) = tls {
+            let mut server = tonic::transport::Server::builder().layer(ServerLayer::new(&config));
+            server
+                .add_service(health)
+                .serve_with_incoming(shop_tls::incoming(listener, Some(tls)))
+                .await?;
+            return anyhow::Ok(());
+        }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         if protected {
             let mut server = tonic::transport::Server::builder().layer(ServerLayer::new(&config));
@@ -142,6 +163,23 @@ fn serve(servers: &Handle, protected: bool) -> anyhow::Result<SocketAddr> {
         anyhow::Ok(())
     });
     Ok(addr)
+}
+
+/// Certificates for the mTLS pair, in a temp dir that lives as long as the process.
+fn mtls_pair() -> anyhow::Result<(shop_tls::MeshTls, shop_tls::MeshTls)> {
+    use shop_tls::issuer::{DEFAULT_VALIDITY, LocalCa};
+    let dir = Box::leak(Box::new(tempfile::tempdir()?));
+    let ca = LocalCa::generate("bench CA")?;
+    let issue = |service: &str| -> anyhow::Result<shop_tls::MeshTls> {
+        let identity = shop_tls::ServiceIdentity::shop(service)?;
+        let issued = ca.issue(&identity, &[], DEFAULT_VALIDITY)?;
+        Ok(shop_tls::MeshTls::load(ca.write(
+            &issued,
+            dir.path(),
+            service,
+        )?)?)
+    };
+    Ok((issue("server")?, issue("bench")?))
 }
 
 async fn clients(servers: &Handle) -> anyhow::Result<Clients> {
@@ -165,6 +203,11 @@ async fn clients(servers: &Handle) -> anyhow::Result<Clients> {
     let direct = HealthClient::new(client::connect(&config).await?);
     config.endpoints = Endpoints::Static(vec![serve(servers, true)?, serve(servers, true)?]);
     let p2c = HealthClient::new(client::connect(&config).await?);
+    let (server_tls, client_tls) = mtls_pair()?;
+    let expected = server_tls.identity();
+    config.endpoints = Endpoints::Static(vec![serve_with(servers, true, Some(server_tls))?]);
+    config.endpoint.tls = Some(shop_tls::MtlsConnector::new(client_tls, expected));
+    let mtls = HealthClient::new(client::connect(&config).await?);
     Ok(Clients {
         names: [
             "bare",
@@ -172,14 +215,23 @@ async fn clients(servers: &Handle) -> anyhow::Result<Clients> {
             "bare p2c",
             "stack direct",
             "stack p2c",
+            "stack mTLS",
         ],
-        baselines: [BASE_DIRECT, BASE_DIRECT, BASE_P2C, BASE_DIRECT, BASE_P2C],
+        baselines: [
+            BASE_DIRECT,
+            BASE_DIRECT,
+            BASE_P2C,
+            BASE_DIRECT,
+            BASE_P2C,
+            STACK_DIRECT,
+        ],
         clients: [
             Client::Bare(HealthClient::new(bare)),
             Client::BareDeadline(HealthClient::new(bare_deadline)),
             Client::BareP2c(HealthClient::new(bare_p2c)),
             Client::Stack(direct),
             Client::Stack(p2c),
+            Client::Stack(mtls),
         ],
     })
 }
@@ -322,7 +374,8 @@ async fn count(servers: &Handle, calls: usize, which: &str) -> anyhow::Result<()
         "bare-p2c" => 2,
         "stack" => 3,
         "p2c" => 4,
-        other => bail!("unknown client {other}: bare, bare+deadline, bare-p2c, stack or p2c"),
+        "mtls" => 5,
+        other => bail!("unknown client {other}: bare, bare+deadline, bare-p2c, stack, p2c or mtls"),
     };
     let mut client = clients[index].clone();
     for _ in 0..calls {
