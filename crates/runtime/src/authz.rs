@@ -243,8 +243,8 @@ pub fn decide(
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
     table: PolicyTable,
+    /// The server's own identity; `None` (plaintext) enforces nothing.
     own: Option<ServiceIdentity>,
-    enforce: bool,
     tokens: UserTokens,
 }
 
@@ -253,13 +253,7 @@ impl AuthorizeLayer {
     /// with `tokens`; `own: None` (a plaintext server) admits every call.
     #[must_use]
     pub fn new(table: PolicyTable, own: Option<ServiceIdentity>, tokens: UserTokens) -> Self {
-        let enforce = own.is_some();
-        Self {
-            table,
-            own,
-            enforce,
-            tokens,
-        }
+        Self { table, own, tokens }
     }
 }
 
@@ -294,7 +288,7 @@ enum Verdict {
 
 impl<S> Authorize<S> {
     fn verdict(&self, request: &Request<Body>) -> Verdict {
-        if !self.layer.enforce {
+        if self.layer.own.is_none() {
             return Verdict::Admit;
         }
         let path = request.uri().path();

@@ -227,6 +227,19 @@ impl OrdersGrpc {
         placed(placing, &key)
     }
 
+    /// The order `request` names (its `order_id` field), if the caller may see it: NOT_FOUND
+    /// when there is none, PERMISSION_DENIED when a user's token names another customer.
+    async fn owned_order<T>(&self, request: &Request<T>, order_id: &str) -> Result<Order, Status> {
+        let order_id = parse_id("order_id", order_id)?;
+        let order = self
+            .store
+            .get(order_id)
+            .await?
+            .ok_or(OrdersError::NotFound(order_id))?;
+        require_owner(request, "order_id", &order.customer_id.to_string())?;
+        Ok(order)
+    }
+
     async fn cancel(&self, request: pb::CancelOrderRequest) -> Result<Order, OrdersError> {
         let order_id = parse_id("order_id", &request.order_id)?;
         let reason = request.reason;
@@ -339,13 +352,9 @@ impl OrderService for OrdersGrpc {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let order_id = parse_id("order_id", &request.get_ref().order_id)?;
         let order = self
-            .store
-            .get(order_id)
-            .await?
-            .ok_or(OrdersError::NotFound(order_id))?;
-        require_owner(&request, "order_id", &order.customer_id.to_string())?;
+            .owned_order(&request, &request.get_ref().order_id)
+            .await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(order_to_pb(&order)),
         }))
@@ -406,14 +415,10 @@ impl OrderService for OrdersGrpc {
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        // Only a user's call needs the owner check (and its read) before the cancel.
         if verified_user(&request).is_some() {
-            let order_id = parse_id("order_id", &request.get_ref().order_id)?;
-            let order = self
-                .store
-                .get(order_id)
-                .await?
-                .ok_or(OrdersError::NotFound(order_id))?;
-            require_owner(&request, "order_id", &order.customer_id.to_string())?;
+            self.owned_order(&request, &request.get_ref().order_id)
+                .await?;
         }
         let order = self.cancel(request.into_inner()).await?;
         Ok(Response::new(pb::CancelOrderResponse {
