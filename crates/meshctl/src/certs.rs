@@ -81,7 +81,7 @@ pub fn ensure(state_dir: &Path, services: &[&str]) -> Result<MeshCerts> {
     Ok(MeshCerts { dir })
 }
 
-fn write_secret(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     std::fs::OpenOptions::new()
         .write(true)

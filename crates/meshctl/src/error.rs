@@ -107,6 +107,10 @@ pub enum MeshError {
     #[error("{0}")]
     Usage(String),
 
+    /// The identity key-encryption key file is not usable.
+    #[error("key-encryption key: {0}")]
+    Kek(String),
+
     /// The demo needs a service the running mesh does not have.
     #[error("the running mesh has no {0} service")]
     MissingService(&'static str),

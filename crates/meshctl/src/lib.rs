@@ -61,6 +61,7 @@ pub mod down;
 mod error;
 pub mod fixture;
 pub mod jetstream;
+pub mod kek;
 pub mod load;
 pub mod logs;
 mod mesh;
@@ -73,6 +74,7 @@ pub mod processes;
 pub mod restart;
 pub mod seed;
 pub mod services;
+pub mod signing_keys;
 pub mod state;
 pub mod status;
 pub mod table;
@@ -121,6 +123,9 @@ pub enum Command {
     /// The dead letters in SHOP_DLQ: list them, or replay them to their original subject.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Make identity sign with a new key; the replaced key stays published until every token
+    /// it signed has expired.
+    RotateSigningKey,
 }
 
 /// Flags of `meshctl logs`.
@@ -280,6 +285,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Dlq(DlqCommand::Replay { sequences, all }) => {
             dlq::replay(&state_dir, &sequences, all).await
         }
+        Command::RotateSigningKey => signing_keys::rotate(&state_dir).await.map(|()| true),
     }
 }
 

@@ -114,6 +114,8 @@ pub struct Infra {
     /// The directory with every service's `<name>.crt`/`<name>.key` and `ca.crt`; `None` for
     /// a plaintext mesh.
     pub certs: Option<std::path::PathBuf>,
+    /// Identity's `SIGNING_KEY_KEK` (base64), which seals its signing keys at rest.
+    pub identity_kek: Option<String>,
 }
 
 /// A `--port NAME=GRPC:ADMIN` override.
@@ -213,6 +215,9 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
         "IDENTITY_URL",
         format!("http://{}", peer_addr(infra, "identity")),
     ));
+    if let (Some(kek), "identity") = (&infra.identity_kek, service.spec.name) {
+        env.push(("SIGNING_KEY_KEK", kek.clone()));
+    }
     if service.spec.name == "shipping" {
         // A parcel that is picked up after 1 s and delivered 2 s later keeps `demo` short.
         env.push((
@@ -275,6 +280,7 @@ mod tests {
             rust_log: "info".into(),
             peers: BTreeMap::new(),
             certs: None,
+            identity_kek: Some("a2VrCg==".into()),
         }
     }
 
@@ -308,6 +314,10 @@ mod tests {
         assert_eq!(env["NATS_URL"], "nats://127.0.0.1:54222");
         assert_eq!(env["SHUTDOWN_DRAIN_SECS"], "0");
         assert_eq!(env["RUST_LOG"], "info");
+        assert_eq!(
+            env["SIGNING_KEY_KEK"], "a2VrCg==",
+            "identity seals its keys"
+        );
     }
 
     #[test]
@@ -320,6 +330,10 @@ mod tests {
         let env: BTreeMap<_, _> = service_env(&planned[1], &infra()).into_iter().collect();
         assert_eq!(env["GRPC_ADDR"], "127.0.0.1:50055");
         assert_eq!(env["PROCESSOR_URL"], "http://127.0.0.1:50059");
+        assert!(
+            !env.contains_key("SIGNING_KEY_KEK"),
+            "only identity gets the KEK"
+        );
         assert_eq!(
             env["DATABASE_URL"],
             "postgres://postgres@127.0.0.1:55432/payments"

@@ -105,6 +105,7 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
         rust_log: opts.rust_log.clone(),
         peers: planned.iter().map(|p| (p.spec.name, p.grpc_addr)).collect(),
         certs: certs.as_ref().map(|c| c.dir.clone()),
+        identity_kek: Some(crate::kek::ensure(state_dir)?),
     };
     let mut mesh = Mesh::new(logs, postgres);
     // `pg_ctl start` is not cut short either (it would leave a postmaster nobody recorded);

@@ -182,6 +182,14 @@ fn up_status_demo_down() {
         assert!(check.status.success(), "check found violations: {verdict}");
         assert!(verdict.contains("no violations"), "{verdict}");
 
+        // A rotated signing key: the load's fresh logins are signed by the new key, which
+        // orders and notifications have not seen yet and fetch from identity's JWKS.
+        let rotate = dir.meshctl(&["rotate-signing-key"]);
+        let rotated = String::from_utf8_lossy(&rotate.stdout);
+        assert!(rotate.status.success(), "rotate-signing-key: {rotated}");
+        assert!(rotated.contains("new signing key: "), "{rotated}");
+        assert!(rotated.contains("published keys: "), "{rotated}");
+
         let load = dir.meshctl(&["load", "--seconds", "2", "--rate", "10"]);
         let report = String::from_utf8_lossy(&load.stdout);
         assert!(
@@ -192,6 +200,10 @@ fn up_status_demo_down() {
     } else {
         assert!(said.contains("skipped the orders"), "{said}");
     }
+    assert!(
+        dir.0.path().join("identity.kek").is_file(),
+        "identity's key-encryption key is kept in the state directory"
+    );
     let dlq = dir.meshctl(&["dlq", "list"]);
     assert!(dlq.status.success(), "dlq list");
 

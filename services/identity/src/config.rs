@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shop_runtime::{DatabaseConfig, NatsConfig, RuntimeError, ServerConfig, TelemetryConfig};
 
-use crate::password::MEMORY_PER_HASH_KIB;
+use crate::{kek::Kek, password::MEMORY_PER_HASH_KIB};
 
 /// Everything the identity service reads at start.
 #[derive(Debug, Clone, clap::Parser)]
@@ -41,6 +41,63 @@ pub struct TokenConfig {
     /// inventory:write`), comma-separated.
     #[arg(long, env = "ADMIN_EMAILS", value_delimiter = ',')]
     pub admin_emails: Vec<String>,
+    /// Key-encryption key that seals the signing keys in the database: base64 of 32 random
+    /// bytes (`head -c32 /dev/urandom | base64`), from a secret. Unset, signing keys are
+    /// stored in clear and a warning says so at start.
+    #[arg(long, env = "SIGNING_KEY_KEK", hide_env_values = true)]
+    pub signing_key_kek: Option<Kek>,
+    /// Earlier key-encryption keys, comma-separated: keys sealed by them are opened and
+    /// resealed under SIGNING_KEY_KEK at start (rotation of the key-encryption key).
+    #[arg(
+        long,
+        env = "SIGNING_KEY_PREVIOUS_KEKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub signing_key_previous_keks: Vec<Kek>,
+    /// Seconds between re-reads of the signing keys, so every replica signs with the newest
+    /// key soon after a rotation and retires replaced keys.
+    #[arg(long, env = "SIGNING_KEY_REFRESH_SECS", default_value_t = DEFAULT_KEY_REFRESH_SECS)]
+    pub signing_key_refresh_secs: u64,
+    /// Seconds a replaced key stays published after the last token it can have signed
+    /// expires: at least the verifiers' clock-skew leeway (30 s).
+    #[arg(long, env = "SIGNING_KEY_GRACE_SECS", default_value_t = DEFAULT_KEY_GRACE_SECS)]
+    pub signing_key_grace_secs: u64,
+}
+
+/// Default of `SIGNING_KEY_REFRESH_SECS`.
+pub const DEFAULT_KEY_REFRESH_SECS: u64 = 30;
+/// Default of `SIGNING_KEY_GRACE_SECS`.
+pub const DEFAULT_KEY_GRACE_SECS: u64 = 60;
+
+impl TokenConfig {
+    /// How long after a rotation the replaced keys must stay published: a replica may sign
+    /// with one until its next refresh, the token lives its lifetime, verifiers allow skew.
+    #[must_use]
+    pub fn replaced_key_lifetime(&self) -> Duration {
+        Duration::from_secs(
+            self.jwt_ttl_secs
+                .saturating_add(self.signing_key_refresh_secs)
+                .saturating_add(self.signing_key_grace_secs),
+        )
+    }
+
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.jwt_ttl_secs == 0 || self.signing_key_refresh_secs == 0 {
+            return Err(RuntimeError::Config(
+                "JWT_TTL_SECS and SIGNING_KEY_REFRESH_SECS must be greater than zero".into(),
+            ));
+        }
+        if self.signing_key_kek.is_none() && !self.signing_key_previous_keks.is_empty() {
+            return Err(RuntimeError::Config(
+                "SIGNING_KEY_PREVIOUS_KEKS needs SIGNING_KEY_KEK: previous keys are only \
+                 used to reseal under the current one"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The scopes an admin's token grants: catalog and inventory writes.
@@ -51,6 +108,10 @@ impl Default for TokenConfig {
         Self {
             jwt_ttl_secs: 3600,
             admin_emails: Vec::new(),
+            signing_key_kek: None,
+            signing_key_previous_keks: Vec::new(),
+            signing_key_refresh_secs: DEFAULT_KEY_REFRESH_SECS,
+            signing_key_grace_secs: DEFAULT_KEY_GRACE_SECS,
         }
     }
 }

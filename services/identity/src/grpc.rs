@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     error::IdentityError,
     hashing::HashPool,
-    keys::Keys,
+    keys::KeyRing,
     password,
     store::{PgIdentityStore, User},
     throttle::LoginThrottle,
@@ -24,7 +24,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct IdentityGrpc {
     store: PgIdentityStore,
-    keys: Keys,
+    keys: KeyRing,
     hashes: HashPool,
     throttle: Arc<LoginThrottle>,
     /// Normalised emails whose tokens grant the admin scopes.
@@ -34,7 +34,7 @@ pub struct IdentityGrpc {
 impl IdentityGrpc {
     pub fn new(
         store: PgIdentityStore,
-        keys: Keys,
+        keys: KeyRing,
         hashes: HashPool,
         throttle: LoginThrottle,
         admin_emails: &[String],
@@ -131,7 +131,7 @@ impl IdentityService for IdentityGrpc {
             .then_some(crate::config::ADMIN_SCOPES);
         let (access_token, expires_at) = self
             .keys
-            .signer
+            .signer()
             .issue_with_scope(&user.id.to_string(), Some(&user.email), scope)
             .map_err(|err| IdentityError::Crypto(err.to_string()))?;
         Ok(Response::new(pb::LoginResponse {
@@ -191,19 +191,48 @@ impl IdentityService for IdentityGrpc {
         &self,
         _request: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        // From the database, not this replica's memory: a key another replica just
+        // created is published at once, and a retired one is gone at once.
         let keys = self
-            .keys
-            .jwks
-            .iter()
-            .map(|jwk| pb::Jwk {
-                kty: jwk.kty.clone(),
-                crv: jwk.crv.clone(),
-                kid: jwk.kid.clone(),
-                x: jwk.x.clone(),
-                alg: jwk.alg.clone(),
-                r#use: jwk.use_.clone(),
+            .store
+            .published_keys()
+            .await?
+            .into_iter()
+            .map(|row| {
+                let jwk = public_jwk(&row.kid, &row.public_key)?;
+                Ok(pb::Jwk {
+                    kty: jwk.kty,
+                    crv: jwk.crv,
+                    kid: jwk.kid,
+                    x: jwk.x,
+                    alg: jwk.alg,
+                    r#use: jwk.use_,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, IdentityError>>()?;
         Ok(Response::new(pb::GetJwksResponse { keys }))
     }
+
+    async fn rotate_signing_key(
+        &self,
+        _request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let rotation = self.keys.rotate().await?;
+        Ok(Response::new(pb::RotateSigningKeyResponse {
+            kid: rotation.kid,
+            published_kids: rotation.published_kids,
+            replaced_keys_retire_at: Some(prost_types::Timestamp::from(
+                rotation.replaced_keys_retire_at,
+            )),
+        }))
+    }
+}
+
+fn public_jwk(kid: &str, public_key: &[u8]) -> Result<shop_auth::Jwk, IdentityError> {
+    let bytes: [u8; 32] = public_key
+        .try_into()
+        .map_err(|_| IdentityError::Crypto(format!("public key {kid} is not 32 bytes")))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|err| IdentityError::Crypto(format!("public key {kid}: {err}")))?;
+    Ok(shop_auth::Jwk::from_verifying_key(kid, &key))
 }

@@ -3,14 +3,16 @@
 //!
 //! Passwords are hashed with argon2id on the blocking pool, a bounded number at once (each
 //! holds 19 MiB); failed logins are throttled per account and per peer. Access tokens are
-//! EdDSA JWTs signed with a key kept in the service's database and published by `GetJwks`.
+//! EdDSA JWTs signed with a key kept in the service's database, sealed under a key-encryption
+//! key from configuration, rotated by `RotateSigningKey` and published by `GetJwks`.
 //!
 //! # Layout
 //! - `config`: settings.
 //! - `password`: argon2id hashing and verification, no I/O.
 //! - `hashing`: the bound on argon2 work running at once.
 //! - `throttle`: failed-login throttling per account and per peer.
-//! - `keys`: the signing key in use, created on first start.
+//! - `kek`: key-encryption keys, which seal the signing keys at rest.
+//! - `keys`: the signing keys: created on first start, rotated, re-read, retired.
 //! - `store`: PostgreSQL (sqlx); the only module with SQL.
 //! - `grpc`: the tonic service and protobuf <-> domain mapping.
 //! - `error`: the one mapping from [`IdentityError`] to `tonic::Status`.
@@ -21,6 +23,7 @@ mod error;
 pub mod events;
 mod grpc;
 mod hashing;
+mod kek;
 mod keys;
 mod password;
 mod store;
@@ -33,6 +36,7 @@ use shop_runtime::{CancellationToken, GrpcServer, GrpcServerBuilder, RuntimeErro
 
 pub use config::{Config, PasswordConfig, TokenConfig};
 pub use error::IdentityError;
+pub use kek::Kek;
 
 /// The migrations of the identity database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -47,6 +51,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     replicas: usize,
     outbox_metrics: shop_outbox::RelayMetrics,
+    keys: keys::KeyRing,
 }
 
 impl std::fmt::Debug for App {
@@ -79,23 +84,28 @@ impl App {
     /// signing key, and binds the listeners.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.passwords.validate()?;
+        config.tokens.validate()?;
         let pool = db::connect_lazy(&config.database)?;
         if config.database.migrate_on_start {
             db::migrate_with(&pool, &MIGRATOR, LIBRARY_MIGRATORS, Duration::from_secs(30)).await?;
         }
         let js = shop_events::connect(&config.nats.nats_url, "identity").await?;
         let store = store::PgIdentityStore::new(pool.clone());
-        let signer =
-            keys::load_or_create_signer(&store, &config.tokens, &config.server.user_tokens)
-                .await
-                .map_err(StartError::SigningKey)?;
+        let keys = keys::KeyRing::open(store.clone(), &config.tokens, &config.server.user_tokens)
+            .await
+            .map_err(StartError::SigningKey)?;
         let hashes = hashing::HashPool::new(
             config.passwords.hash_concurrency(),
             config.passwords.hash_wait(),
         );
         let throttle = throttle::LoginThrottle::new(&config.passwords);
-        let service =
-            grpc::IdentityGrpc::new(store, signer, hashes, throttle, &config.tokens.admin_emails);
+        let service = grpc::IdentityGrpc::new(
+            store,
+            keys.clone(),
+            hashes,
+            throttle,
+            &config.tokens.admin_emails,
+        );
         let max_message = config.server.max_message_bytes;
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
         // shop_outbox_parked / shop_outbox_unpublished on /metrics, kept fresh by the relay.
@@ -121,6 +131,7 @@ impl App {
             js,
             replicas: config.nats.nats_stream_replicas,
             outbox_metrics,
+            keys,
         })
     }
 
@@ -150,8 +161,9 @@ impl App {
             self.outbox_metrics,
             stop.clone(),
         ));
+        let keys = tokio::spawn(self.keys.refresh_until(stop.clone()));
         self.server
-            .run_with_background(shutdown, stop, vec![relay])
+            .run_with_background(shutdown, stop, vec![relay, keys])
             .await
     }
 }

@@ -48,7 +48,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 pub async fn spawn_on(postgres: Postgres, nats: Nats, database_url: String) -> TestApp {
-    let config = config(&database_url, &nats.url());
+    spawn_on_with(postgres, nats, database_url, |_| {}).await
+}
+
+/// [`spawn_on`] with settings changed by `adjust`.
+pub async fn spawn_on_with(
+    postgres: Postgres,
+    nats: Nats,
+    database_url: String,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = config(&database_url, &nats.url());
+    adjust(&mut config);
     spawn_configured(postgres, nats, database_url, config).await
 }
 

@@ -8,5 +8,6 @@ mod helpers;
 mod login_limits;
 mod nats_outage;
 mod outbox;
+mod signing_keys;
 mod tokens;
 mod validation;
