@@ -158,6 +158,9 @@ def check_service_wiring(t: Tilt, service: str):
     assert resource, f"no k8s_resource for {service}"
     assert resource["labels"] == (["edge"] if service in EDGE else ["services"])
     assert INFRA <= set(resource["resource_deps"]), "services start after the infrastructure"
+    # Its certificate is applied with it, after the CA that issues it.
+    assert f"{service}-tls:certificate" in resource["objects"]
+    assert "certificate-authority" in resource["resource_deps"]
     forwards = {(f["local"], f["container"]) for f in resource["port_forwards"]}
     local, admin = LOCAL_PORTS[service]
     assert forwards == {(local, 8080 if service in EDGE else 50051), (admin, 9090)}
@@ -209,7 +212,7 @@ def test_resources_name_real_workloads(tilt_all_services):
             obj_name, kind = selector.split(":")[:2]
             assert any(d["metadata"]["name"] == obj_name and d["kind"].lower() == kind
                        for d in t.applied), selector
-    for name in INFRA | {"jaeger"}:
+    for name in INFRA | {"jaeger", "certificate-authority"}:
         assert t.resources[name]["labels"] == ["infra"]
         assert "namespace" in t.resources[name]["resource_deps"]
 
