@@ -49,6 +49,8 @@ pub mod defaults {
     pub const JWT_ISSUER: &str = "shop-identity";
     /// `JWT_AUDIENCE`.
     pub const JWT_AUDIENCE: &str = "shop";
+    /// `LINKERD_IDENTITY_SUFFIX`: Linkerd's default control plane namespace and trust domain.
+    pub const LINKERD_IDENTITY_SUFFIX: &str = "serviceaccount.identity.linkerd.cluster.local";
 }
 
 /// The gRPC and admin listeners and how the server drains.
@@ -109,6 +111,47 @@ pub struct ServerConfig {
     /// How end users' tokens are verified.
     #[command(flatten)]
     pub user_tokens: UserTokenConfig,
+
+    /// Where callers' service identities come from: our mutual TLS, or a sidecar mesh.
+    #[command(flatten)]
+    pub peer_identity: PeerIdentityConfig,
+}
+
+/// Who proves a caller's service identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerIdentitySource {
+    /// The caller's certificate in our own mutual TLS (`TLS_*`); plaintext without it.
+    #[default]
+    Tls,
+    /// Linkerd's proxy: its `l5d-client-id` header, with our own TLS off (`crate::sidecar`).
+    Linkerd,
+}
+
+/// `PEER_IDENTITY` and, under a sidecar mesh, this workload's own name in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct PeerIdentityConfig {
+    /// `tls` (our mutual TLS) or `linkerd` (the identity Linkerd's proxy verified; only where
+    /// every connection goes through the proxy).
+    #[arg(long, env = "PEER_IDENTITY", value_enum, default_value_t = PeerIdentitySource::Tls)]
+    pub peer_identity: PeerIdentitySource,
+
+    /// How Linkerd names workloads after `<sa>.<ns>.`:
+    /// `serviceaccount.identity.<control plane namespace>.<trust domain>`.
+    #[arg(
+        long,
+        env = "LINKERD_IDENTITY_SUFFIX",
+        default_value = defaults::LINKERD_IDENTITY_SUFFIX
+    )]
+    pub linkerd_identity_suffix: String,
+
+    /// This workload's service account (the downward API's `spec.serviceAccountName`), its
+    /// own name in the mesh under `PEER_IDENTITY=linkerd`.
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+
+    /// This workload's namespace (the downward API's `metadata.namespace`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
 }
 
 /// Where the keys of user tokens come from and what a token must say.
@@ -203,6 +246,10 @@ impl ServerConfig {
             rate_limit_burst: defaults::RATE_LIMIT_BURST,
             tls: TlsConfig::default(),
             user_tokens: UserTokenConfig::default(),
+            peer_identity: PeerIdentityConfig {
+                linkerd_identity_suffix: defaults::LINKERD_IDENTITY_SUFFIX.to_owned(),
+                ..PeerIdentityConfig::default()
+            },
         }
     }
 

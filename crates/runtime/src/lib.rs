@@ -18,6 +18,7 @@
 //! - [`validation`], [`request_id`], [`observe`], [`authz`]: the server layers.
 //! - [`metrics`]: Prometheus metrics on the admin port.
 //! - [`peer`]: who is calling (mTLS service identity, peer address).
+//! - [`sidecar`]: callers' identities from Linkerd's proxy instead of our own TLS.
 //! - [`user_tokens`]: end users' bearer tokens, verified with identity's published keys.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 
@@ -38,6 +39,7 @@ pub mod readiness;
 pub mod request_id;
 pub mod server;
 pub mod shutdown;
+pub mod sidecar;
 pub mod status;
 pub mod telemetry;
 pub mod user_tokens;
@@ -46,8 +48,8 @@ pub mod validation;
 use std::net::SocketAddr;
 
 pub use config::{
-    DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig, TlsConfig,
-    UserTokenConfig,
+    DatabaseConfig, LogFormat, NatsConfig, PeerIdentityConfig, PeerIdentitySource, ServerConfig,
+    TelemetryConfig, TlsConfig, UserTokenConfig,
 };
 pub use server::{GrpcServer, GrpcServerBuilder};
 pub use tokio_util::sync::CancellationToken;

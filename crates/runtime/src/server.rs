@@ -9,6 +9,8 @@
 //! stack, outermost first:
 //!
 //! 1. [`RequestIdLayer`]: first, so every log line and metric below can name the call.
+//!    Under `PEER_IDENTITY=linkerd`, then [`LinkerdPeerLayer`]: the caller's identity from
+//!    Linkerd's proxy into the request's peer, for everything below ([`crate::sidecar`]).
 //! 2. [`ObserveLayer`]: span + metrics around everything the call costs, so shed and
 //!    rate-limited calls show in the metrics too; labelled by the methods this server serves
 //!    (read from the descriptor sets), every other path as `unknown`.
@@ -60,7 +62,12 @@ use crate::{
     validation::{RequestValidator, ValidationLayer},
 };
 use shop_proto::identity::identity_service_client::IdentityServiceClient;
-use shop_tls::{MeshTls, MtlsConnector};
+use shop_tls::{MeshTls, MtlsConnector, ServiceIdentity};
+
+use crate::{
+    config::PeerIdentitySource,
+    sidecar::{LinkerdNames, LinkerdPeerLayer},
+};
 
 use crate::user_tokens::UserTokens;
 
@@ -236,8 +243,9 @@ impl GrpcServerBuilder {
         let methods = known_methods(self.descriptor_set, &self.service_names)?;
         let policies = PolicyTable::new(self.descriptor_set, &self.service_names)?;
         let tls = self.tls()?;
+        let (own_identity, sidecar) = peer_identity(&self.config, tls.as_ref())?;
         let user_tokens = self.user_tokens(tls.as_ref()).await?;
-        if tls.is_none() {
+        if own_identity.is_none() {
             tracing::warn!(
                 "plaintext gRPC: every RPC has a policy, but without peer certificates none is \
                  enforced; set TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE"
@@ -280,6 +288,8 @@ impl GrpcServerBuilder {
         tracing::info!(%grpc_addr, %admin_addr, tls = tls.is_some(), "listening");
         Ok(GrpcServer {
             tls,
+            own_identity,
+            sidecar,
             policies,
             user_tokens,
             config: self.config,
@@ -295,6 +305,42 @@ impl GrpcServerBuilder {
             stopping: self.stopping,
             admin_routes: self.admin_routes,
         })
+    }
+}
+
+/// This server's own identity and, under a sidecar mesh, the layer that reads callers'.
+fn peer_identity(
+    config: &ServerConfig,
+    tls: Option<&MeshTls>,
+) -> Result<(Option<ServiceIdentity>, Option<LinkerdPeerLayer>), RuntimeError> {
+    let settings = &config.peer_identity;
+    match settings.peer_identity {
+        PeerIdentitySource::Tls => Ok((tls.map(MeshTls::identity), None)),
+        PeerIdentitySource::Linkerd => {
+            if tls.is_some() {
+                return Err(RuntimeError::Config(
+                    "PEER_IDENTITY=linkerd takes callers' identities from Linkerd's proxy, which \
+                     does the mutual TLS: unset TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE"
+                        .into(),
+                ));
+            }
+            let names = LinkerdNames::new(&settings.linkerd_identity_suffix)
+                .map_err(|err| RuntimeError::Config(format!("LINKERD_IDENTITY_SUFFIX: {err}")))?;
+            let (Some(account), Some(namespace)) =
+                (&settings.service_account, &settings.pod_namespace)
+            else {
+                return Err(RuntimeError::Config(
+                    "PEER_IDENTITY=linkerd needs SERVICE_ACCOUNT and POD_NAMESPACE (the \
+                     workload's own name in the mesh, from the downward API)"
+                        .into(),
+                ));
+            };
+            let own = names.workload(namespace, account).map_err(|err| {
+                RuntimeError::Config(format!("SERVICE_ACCOUNT/POD_NAMESPACE: {err}"))
+            })?;
+            tracing::info!(identity = %own, "peer identities from Linkerd's l5d-client-id");
+            Ok((Some(own), Some(LinkerdPeerLayer::new(names))))
+        }
     }
 }
 
@@ -359,6 +405,10 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RuntimeError> {
 /// A bound server, ready to run.
 pub struct GrpcServer {
     tls: Option<MeshTls>,
+    /// Who this server is, when it can tell its callers apart (mutual TLS or a sidecar mesh).
+    own_identity: Option<ServiceIdentity>,
+    /// Under a sidecar mesh: the layer that reads its callers' identities.
+    sidecar: Option<LinkerdPeerLayer>,
     policies: PolicyTable,
     user_tokens: UserTokens,
     config: ServerConfig,
@@ -446,13 +496,14 @@ impl GrpcServer {
 
         let layers = tower::ServiceBuilder::new()
             .layer(RequestIdLayer)
+            .option_layer(self.sidecar.clone())
             .layer(ObserveLayer::new(
                 self.metrics.clone(),
                 self.methods.clone(),
             ))
             .layer(AuthorizeLayer::new(
                 self.policies.clone(),
-                self.tls.as_ref().map(MeshTls::identity),
+                self.own_identity.clone(),
                 self.user_tokens.clone(),
             ))
             .layer(shop_resilience::server::ServerLayer::new(

@@ -153,3 +153,119 @@ async fn only_the_callers_a_policy_lists_get_through() {
     );
     processor.stop().await;
 }
+
+/// A processor under Linkerd: our TLS off, callers named by the `l5d-client-id` header its
+/// proxy sets (and removes for an unmeshed client). The header is written here as the proxy
+/// would; the policies must hold exactly as with certificates.
+#[tokio::test]
+async fn under_linkerd_the_proxys_client_id_is_the_caller_and_policies_still_hold() {
+    let mut server = ServerConfig::ephemeral();
+    server.peer_identity.peer_identity = shop_runtime::PeerIdentitySource::Linkerd;
+    server.peer_identity.service_account = Some("payment-processor".into());
+    server.peer_identity.pod_namespace = Some("shop".into());
+    let app = App::build(Config {
+        server,
+        telemetry: TelemetryConfig {
+            log_format: LogFormat::Text,
+        },
+        behavior: BehaviorConfig::default(),
+    })
+    .await
+    .unwrap();
+    let addr = app.grpc_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let processor = Processor { addr, stop, task };
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let call_as = |client_id: Option<&'static str>| {
+        let channel = channel.clone();
+        async move {
+            let mut request = tonic::Request::new(authorize());
+            if let Some(id) = client_id {
+                request
+                    .metadata_mut()
+                    .insert("l5d-client-id", id.parse().unwrap());
+            }
+            match PaymentProcessorServiceClient::new(channel)
+                .authorize(request)
+                .await
+            {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            }
+        }
+    };
+    let mesh = "serviceaccount.identity.linkerd.cluster.local";
+    assert_eq!(
+        call_as(Some(
+            "payments.shop.serviceaccount.identity.linkerd.cluster.local"
+        ))
+        .await,
+        Code::Ok,
+        "payments, as its proxy names it"
+    );
+    assert_eq!(
+        call_as(Some(
+            "orders.shop.serviceaccount.identity.linkerd.cluster.local"
+        ))
+        .await,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        call_as(Some(
+            "payments.staging.serviceaccount.identity.linkerd.cluster.local"
+        ))
+        .await,
+        Code::Unauthenticated,
+        "another namespace's payments is not one of ours, as with certificates"
+    );
+    assert_eq!(call_as(None).await, Code::Unauthenticated, "unmeshed");
+    for foreign in [
+        "payments.shop.serviceaccount.identity.other.cluster.local",
+        "payments",
+        "spiffe://shop.local/ns/shop/sa/payments",
+    ] {
+        assert_eq!(
+            call_as(Some(foreign)).await,
+            Code::Unauthenticated,
+            "{foreign} is not one of {mesh}'s names"
+        );
+    }
+    processor.stop().await;
+}
+
+#[tokio::test]
+async fn linkerd_mode_refuses_to_start_beside_our_own_tls_or_without_its_name() {
+    let pki = TestPki::new().unwrap();
+    let build = |adjust: &dyn Fn(&mut ServerConfig)| {
+        let mut server = ServerConfig::ephemeral();
+        server.peer_identity.peer_identity = shop_runtime::PeerIdentitySource::Linkerd;
+        server.peer_identity.service_account = Some("payment-processor".into());
+        server.peer_identity.pod_namespace = Some("shop".into());
+        adjust(&mut server);
+        App::build(Config {
+            server,
+            telemetry: TelemetryConfig {
+                log_format: LogFormat::Text,
+            },
+            behavior: BehaviorConfig::default(),
+        })
+    };
+    let files = pki.issue("payment-processor").unwrap();
+    let error = build(&|server| server.tls = TlsConfig::from_files(&files))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("unset TLS_CERT_FILE"), "{error}");
+    let error = build(&|server| server.peer_identity.service_account = None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("SERVICE_ACCOUNT"), "{error}");
+}
