@@ -18,9 +18,10 @@
 //! The standard services: health is public (kubelet and load balancers probe it), reflection
 //! needs a verified certificate (a service's, or the developer's that `meshctl up` issues).
 //!
-//! Enforcement needs identities, so it is on when the server has TLS; a plaintext server (tests,
-//! `meshctl up --plaintext`) still checks that every RPC has a policy but admits every call, and
-//! says so at start-up.
+//! Enforcement needs identities, so it is on when the server knows its own: from its TLS
+//! certificate, or under a sidecar mesh from its service account ([`crate::sidecar`]). A
+//! plaintext server (tests, `meshctl up --plaintext`) still checks that every RPC has a policy
+//! but admits every call, and says so at start-up.
 //!
 
 use std::{

@@ -9,6 +9,7 @@ use shop_proto::{
     common::Money,
     shipping::{self as pb, shipping_service_server::ShippingService},
 };
+use shop_runtime::authz::require_owner;
 use shop_runtime::convert::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -134,15 +135,23 @@ impl ShippingService for ShippingGrpc {
         request: Request<pb::GetShipmentRequest>,
     ) -> Result<Response<pb::GetShipmentResponse>, Status> {
         use pb::get_shipment_request::Lookup;
-        let shipment = match &request.get_ref().lookup {
-            Some(Lookup::ShipmentId(id)) => self.store.get(parse_id("shipment_id", id)?).await?,
-            Some(Lookup::OrderId(id)) => self.store.get_by_order(parse_id("order_id", id)?).await?,
+        let (field, shipment) = match &request.get_ref().lookup {
+            Some(Lookup::ShipmentId(id)) => (
+                "shipment_id",
+                self.store.get(parse_id("shipment_id", id)?).await?,
+            ),
+            Some(Lookup::OrderId(id)) => (
+                "order_id",
+                self.store.get_by_order(parse_id("order_id", id)?).await?,
+            ),
             None => {
                 return Err(
                     ShippingError::invalid("lookup", "name a shipment_id or an order_id").into(),
                 );
             }
         };
+        // A customer sees only the shipments of their own orders.
+        require_owner(&request, field, &shipment.customer_id)?;
         Ok(Response::new(pb::GetShipmentResponse {
             shipment: Some(shipment_to_pb(&shipment)),
         }))
@@ -152,9 +161,11 @@ impl ShippingService for ShippingGrpc {
         &self,
         request: Request<pb::CancelShipmentRequest>,
     ) -> Result<Response<pb::CancelShipmentResponse>, Status> {
-        let request = request.get_ref();
-        let id = parse_id("shipment_id", &request.shipment_id)?;
-        let shipment = self.store.cancel(id, &request.reason).await?;
+        let id = parse_id("shipment_id", &request.get_ref().shipment_id)?;
+        // The owner rule before any write: a customer cancels only their own shipments.
+        let owner = self.store.get(id).await?.customer_id;
+        require_owner(&request, "shipment_id", &owner)?;
+        let shipment = self.store.cancel(id, &request.get_ref().reason).await?;
         Ok(Response::new(pb::CancelShipmentResponse {
             shipment: Some(shipment_to_pb(&shipment)),
         }))

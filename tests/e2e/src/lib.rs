@@ -116,6 +116,35 @@ pub async fn start_notifications_with(
     }))
 }
 
+/// The shipping service on a fresh database of `postgres`, consuming from `nats`, with
+/// `server`'s settings and a carrier that does not pick up within a test (shipments stay
+/// SCHEDULED, so cancellable).
+pub async fn start_shipping_with(
+    postgres: &Postgres,
+    nats: &Nats,
+    server: ServerConfig,
+) -> anyhow::Result<Running> {
+    let delivery = shipping::DeliveryConfig {
+        pickup_delay_secs: 3600.0,
+        ..shipping::DeliveryConfig::default()
+    };
+    let config = shipping::Config {
+        server,
+        database: DatabaseConfig::new(postgres.fresh_database().await?),
+        nats: NatsConfig::new(nats.url()),
+        telemetry: telemetry(),
+        delivery,
+        inbox: shipping::InboxConfig::default(),
+    };
+    let app = shipping::App::build(config).await?;
+    let addr = app.grpc_addr();
+    Ok(spawn(addr, |stopped| {
+        tokio::spawn(async move {
+            let _ = app.run_until(async { drop(stopped.await) }).await;
+        })
+    }))
+}
+
 /// The workspace root.
 #[must_use]
 pub fn workspace_root() -> PathBuf {
