@@ -46,8 +46,17 @@ fn spawn(
 
 /// The catalog service on a fresh database of `postgres`, publishing to `nats`.
 pub async fn start_catalog(postgres: &Postgres, nats: &Nats) -> anyhow::Result<Running> {
+    start_catalog_with(postgres, nats, ServerConfig::ephemeral()).await
+}
+
+/// [`start_catalog`] with `server`'s settings (TLS, ...).
+pub async fn start_catalog_with(
+    postgres: &Postgres,
+    nats: &Nats,
+    server: ServerConfig,
+) -> anyhow::Result<Running> {
     let config = catalog::Config {
-        server: ServerConfig::ephemeral(),
+        server,
         database: DatabaseConfig::new(postgres.fresh_database().await?),
         nats: NatsConfig::new(nats.url()),
         telemetry: telemetry(),

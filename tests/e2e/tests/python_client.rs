@@ -1,24 +1,41 @@
-//! A client generated in Python with grpcio-tools from proto/ talks to the real services.
+//! A client generated in Python with grpcio-tools from proto/ talks to the real services over
+//! TLS, as a user does: trusting the mesh's CA, presenting no certificate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use shop_e2e::{python, start_catalog, start_identity, workspace_root};
+use shop_e2e::{python, start_catalog_with, start_identity_with, workspace_root};
 use shop_proto::{
     catalog::{CreateProductRequest, catalog_service_client::CatalogServiceClient},
     common::Money,
 };
-use shop_testkit::{Nats, Postgres};
+use shop_runtime::{ServerConfig, TlsConfig};
+use shop_testkit::{Nats, Postgres, TestPki};
+use tonic::transport::Channel;
+
+fn tls_server(pki: &TestPki, service: &str) -> ServerConfig {
+    let mut server = ServerConfig::ephemeral();
+    server.tls = TlsConfig::from_files(&pki.issue(service).unwrap());
+    server
+}
 
 #[tokio::test]
 async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
-    let identity = start_identity(&postgres, &nats).await.unwrap();
-    let catalog = start_catalog(&postgres, &nats).await.unwrap();
-
-    let mut client = CatalogServiceClient::connect(format!("http://{}", catalog.addr))
+    let pki = TestPki::new().unwrap();
+    let identity = start_identity_with(&postgres, &nats, tls_server(&pki, "identity"))
         .await
         .unwrap();
+    let catalog = start_catalog_with(&postgres, &nats, tls_server(&pki, "catalog"))
+        .await
+        .unwrap();
+
+    // The product is created as the operator (the developer certificate may write).
+    let mut client = CatalogServiceClient::new(
+        Channel::from_shared(format!("http://{}", catalog.addr))
+            .unwrap()
+            .connect_with_connector_lazy(pki.connector("developer", "catalog").unwrap()),
+    );
     let product = client
         .create_product(CreateProductRequest {
             sku: "PY-1".into(),
@@ -41,6 +58,8 @@ async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     let root = workspace_root();
     let generated = tempfile_dir();
     let python = python().unwrap();
+    let ca_file = generated.join("ca.crt");
+    std::fs::write(&ca_file, pki.ca().cert_pem()).unwrap();
     let protoc = tokio::process::Command::new(&python)
         .current_dir(&root)
         .args(["-m", "grpc_tools.protoc", "-Iproto", "-Iproto/vendor"])
@@ -62,6 +81,7 @@ async fn generated_python_client_registers_logs_in_and_reads_a_product() {
         .env("IDENTITY_ADDR", identity.addr.to_string())
         .env("CATALOG_ADDR", catalog.addr.to_string())
         .env("PRODUCT_ID", &product.product_id)
+        .env("CA_FILE", &ca_file)
         .output()
         .await
         .expect("python runs");
@@ -73,6 +93,10 @@ async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     );
     assert!(stdout.contains("registered ada@example.com"), "{stdout}");
     assert!(stdout.contains("logged in: Bearer token"), "{stdout}");
+    assert!(
+        stdout.contains("RotateSigningKey without a certificate: UNAUTHENTICATED"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("read product Snake plant 19.99 USD"),
         "{stdout}"
