@@ -1,7 +1,8 @@
 //! Per-caller rate limiting (GCRA, via `governor`).
 //!
 //! The caller is who the connection proved to be: the service identity of its mTLS certificate
-//! ([`shop_tls::PeerInfo`]), else the peer IP address. A header the caller writes itself is no
+//! ([`shop_tls::PeerInfo`]), else who an earlier layer authenticated ([`AuthenticatedCaller`]:
+//! the end user whose token the service kit verified), else the peer IP address. A header the caller writes itself is no
 //! identity (random `x-caller-id` values would each get a fresh quota), so one is only used when
 //! configured ([`RateLimitConfig::caller_header`]), for a deployment where a trusted proxy in
 //! front sets it. Callers over their quota are
@@ -61,6 +62,13 @@ impl Default for RateLimitConfig {
         }
     }
 }
+
+/// A caller an earlier layer has authenticated other than by the connection, e.g. the end user
+/// whose bearer token it verified (`user:<subject>`), put in the request's extensions: it keys
+/// the quota when the peer has no service identity, so users behind one address (a NAT, the
+/// gateway) each get their own and one user cannot escape theirs by changing address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedCaller(pub String);
 
 /// Longest caller id kept inline in a [`CallerKey`]; longer ones are boxed.
 const INLINE_KEY: usize = 46;
@@ -148,6 +156,9 @@ impl Shared {
         if let Some(identity) = peer.and_then(|peer| peer.identity.as_ref()) {
             return CallerKey::named(identity.service().as_bytes());
         }
+        if let Some(AuthenticatedCaller(caller)) = req.extensions().get::<AuthenticatedCaller>() {
+            return CallerKey::named(caller.as_bytes());
+        }
         let trusted = self.caller_header.as_ref().and_then(|header| {
             req.headers()
                 .get(header)
@@ -198,5 +209,45 @@ where
         RejectOr::Inner {
             future: self.inner.call(req),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn request(ip: [u8; 4], user: Option<&str>) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(PeerInfo {
+            remote_addr: Some(std::net::SocketAddr::from((ip, 4000))),
+            tls: true,
+            identity: None,
+        });
+        if let Some(user) = user {
+            request
+                .extensions_mut()
+                .insert(AuthenticatedCaller(format!("user:{user}")));
+        }
+        request
+    }
+
+    #[test]
+    fn authenticated_users_have_their_own_quota_whatever_their_address() {
+        let layer = RateLimitLayer::new(RateLimitConfig {
+            per_second: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+            caller_header: None,
+        });
+        let shared = &layer.shared;
+        assert!(shared.admit(&request([10, 0, 0, 1], Some("ada"))).is_ok());
+        // Ada again, from elsewhere: the same quota, spent.
+        assert!(shared.admit(&request([10, 0, 0, 2], Some("ada"))).is_err());
+        // Bob behind Ada's address: his own.
+        assert!(shared.admit(&request([10, 0, 0, 1], Some("bob"))).is_ok());
+        // Anonymous calls from that address: the address's quota, apart from the users'.
+        assert!(shared.admit(&request([10, 0, 0, 1], None)).is_ok());
+        assert!(shared.admit(&request([10, 0, 0, 1], None)).is_err());
     }
 }

@@ -385,6 +385,13 @@ where
                 ));
                 return Ok(status.into_http());
             }
+            // The user keys the rate limit below, not the address they call from.
+            request
+                .extensions_mut()
+                .insert(shop_resilience::rate_limit::AuthenticatedCaller(format!(
+                    "user:{}",
+                    claims.sub
+                )));
             request.extensions_mut().insert(VerifiedUser(claims));
             inner.call(request).await
         })))

@@ -95,8 +95,8 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
-    /// Sustained calls per second allowed to one caller (its mTLS service identity, else its
-    /// IP address); 0 turns per-caller rate limiting off.
+    /// Sustained calls per second allowed to one caller (its service identity, else the user
+    /// of its verified token, else its IP address); 0 turns per-caller rate limiting off.
     #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = defaults::RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: u32,
 
