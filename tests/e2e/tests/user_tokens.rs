@@ -1,6 +1,6 @@
 //! User tokens and owner rules over real mutual TLS: identity issues a token, notifications
 //! verifies it with the keys identity publishes (GetJwks) and lets a user read only their own
-//! notifications; every kind of bad token is UNAUTHENTICATED.
+//! notifications, and identity only their own record; every kind of bad token is UNAUTHENTICATED.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use shop_proto::{
-    identity::{LoginRequest, RegisterRequest, identity_service_client::IdentityServiceClient},
+    identity::{
+        GetUserRequest, LoginRequest, RegisterRequest,
+        identity_service_client::IdentityServiceClient,
+    },
     notifications::{
         ListNotificationsRequest, notification_service_client::NotificationServiceClient,
     },
@@ -56,7 +59,17 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
     let pki = TestPki::new().unwrap();
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
-    let identity = shop_e2e::start_identity_with(&postgres, &nats, tls_server(&pki, "identity"))
+    // Identity verifies its own users' tokens (GetUser) through its own GetJwks, as in the
+    // mesh: its address is chosen first so IDENTITY_URL can name it.
+    let mut identity_server = tls_server(&pki, "identity");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    identity_server.grpc_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    identity_server.user_tokens.identity_url = Some(format!("http://127.0.0.1:{port}"));
+    let identity = shop_e2e::start_identity_with(&postgres, &nats, identity_server)
         .await
         .unwrap();
     let mut server = tls_server(&pki, "notifications");
@@ -94,6 +107,29 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
         .unwrap()
         .into_inner()
         .access_token;
+
+    // A user's own record, and not another's.
+    let get_user = |user_id: &str| {
+        let mut users = users.clone();
+        let mut request = tonic::Request::new(GetUserRequest {
+            user_id: user_id.to_owned(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        async move {
+            match users.get_user(request).await {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            }
+        }
+    };
+    assert_eq!(get_user(&ada).await, Code::Ok);
+    assert_eq!(
+        get_user(&bob).await,
+        Code::PermissionDenied,
+        "Ada reading Bob's record"
+    );
 
     let mut client = NotificationServiceClient::new(user_channel(&pki, notifications.addr));
     assert_eq!(list_as(&mut client, Some(&token), &ada).await, Code::Ok);
