@@ -4,8 +4,11 @@
 //! The keys are fetched on the first token (identity may start after this service), kept,
 //! and fetched again when they are older than [`KEYS_MAX_AGE`] or a token names a key id they
 //! lack (a key identity added since), at most once per [`REFRESH_GAP`] so a stream of tokens
-//! with made-up key ids cannot turn into a stream of calls to identity. A failed fetch keeps
-//! the keys in hand. One fetch runs at a time; callers waiting for it share its result.
+//! with made-up key ids cannot turn into a stream of calls to identity. A token whose key id
+//! arrives within the gap after a fetch waits for the gap to end and the next fetch, instead
+//! of being refused: right after a rotation, the first tokens of the new key come within
+//! seconds of the last fetch, and must pass. A failed fetch keeps the keys in hand. One fetch
+//! runs at a time; callers waiting for it share its result.
 //!
 //! What a token must be is `shop_auth::JwtVerifier`'s: EdDSA only (`alg: none`, HS256 with the
 //! public key and any other algorithm are refused before a key is touched), `typ` JWT, and
@@ -25,8 +28,10 @@ use crate::client::ResilientChannel;
 /// Keys older than this are fetched again before use.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Fetches for unknown key ids are at least this far apart.
-pub const REFRESH_GAP: Duration = Duration::from_secs(5);
+/// Fetches for unknown key ids are at least this far apart (at most one call a second to
+/// identity per verifier, however many made-up key ids arrive); also the longest a token
+/// with a new key id waits for its key.
+pub const REFRESH_GAP: Duration = Duration::from_secs(1);
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +106,9 @@ impl UserTokens {
             .await?;
         match fetched.verifier.verify(token) {
             Err(JwtError::UnknownKey(kid)) => {
+                // Within the gap after the last fetch: wait for it to end, so the key
+                // identity has just published is fetched rather than its token refused.
+                tokio::time::sleep(REFRESH_GAP.saturating_sub(fetched.at.elapsed())).await;
                 let fresh = self
                     .keys(|fetched| fetched.at.elapsed() < REFRESH_GAP)
                     .await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use shop_proto::{
     identity::{
-        GetUserRequest, LoginRequest, RegisterRequest,
+        GetUserRequest, LoginRequest, RegisterRequest, RotateSigningKeyRequest,
         identity_service_client::IdentityServiceClient,
     },
     notifications::{
@@ -189,4 +189,41 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
             "{what}"
         );
     }
+
+    // A rotation: the next login is signed by a key notifications has not seen, within a
+    // second of its last fetch; the token waits for the key instead of being refused.
+    let developer = Channel::from_shared(format!("http://{}", identity.addr))
+        .unwrap()
+        .connect_with_connector_lazy(pki.connector("developer", "identity").unwrap());
+    let rotation = IdentityServiceClient::new(developer)
+        .rotate_signing_key(RotateSigningKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let fresh = users
+        .login(LoginRequest {
+            email: "ada@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let header: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(fresh.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header["kid"],
+        rotation.kid.as_str(),
+        "signed by the new key"
+    );
+    assert_eq!(list_as(&mut client, Some(&fresh), &ada).await, Code::Ok);
+    assert_eq!(
+        list_as(&mut client, Some(&token), &ada).await,
+        Code::Ok,
+        "the replaced key still verifies"
+    );
 }
