@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use shop_runtime::{DatabaseConfig, LogFormat, NatsConfig, ServerConfig, TelemetryConfig};
-use shop_testkit::{Nats, Postgres};
+use shop_testkit::{Nats, Postgres, TestPki};
 use tokio::sync::oneshot;
 
 /// A service running in this process until dropped.
@@ -152,6 +152,21 @@ pub async fn start_shipping_with(
             let _ = app.run_until(async { drop(stopped.await) }).await;
         })
     }))
+}
+
+/// Ephemeral server settings with mutual TLS from a certificate `pki` issues to `service`.
+pub fn tls_server(pki: &TestPki, service: &str) -> anyhow::Result<ServerConfig> {
+    let mut server = ServerConfig::ephemeral();
+    server.tls = shop_runtime::TlsConfig::from_files(&pki.issue(service)?);
+    Ok(server)
+}
+
+/// A user's channel to `addr`: TLS that trusts the mesh's CA, no certificate (users have none).
+pub fn user_channel(pki: &TestPki, addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect_with_connector_lazy(pki.anonymous_connector()?),
+    )
 }
 
 /// The workspace root.

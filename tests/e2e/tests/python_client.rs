@@ -8,27 +8,28 @@ use shop_proto::{
     catalog::{CreateProductRequest, catalog_service_client::CatalogServiceClient},
     common::Money,
 };
-use shop_runtime::{ServerConfig, TlsConfig};
 use shop_testkit::{Nats, Postgres, TestPki};
 use tonic::transport::Channel;
-
-fn tls_server(pki: &TestPki, service: &str) -> ServerConfig {
-    let mut server = ServerConfig::ephemeral();
-    server.tls = TlsConfig::from_files(&pki.issue(service).unwrap());
-    server
-}
 
 #[tokio::test]
 async fn generated_python_client_registers_logs_in_and_reads_a_product() {
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
     let pki = TestPki::new().unwrap();
-    let identity = start_identity_with(&postgres, &nats, tls_server(&pki, "identity"))
-        .await
-        .unwrap();
-    let catalog = start_catalog_with(&postgres, &nats, tls_server(&pki, "catalog"))
-        .await
-        .unwrap();
+    let identity = start_identity_with(
+        &postgres,
+        &nats,
+        shop_e2e::tls_server(&pki, "identity").unwrap(),
+    )
+    .await
+    .unwrap();
+    let catalog = start_catalog_with(
+        &postgres,
+        &nats,
+        shop_e2e::tls_server(&pki, "catalog").unwrap(),
+    )
+    .await
+    .unwrap();
 
     // The product is created as the operator (the developer certificate may write).
     let mut client = CatalogServiceClient::new(

@@ -16,22 +16,9 @@ use shop_proto::{
         shipping_service_client::ShippingServiceClient,
     },
 };
-use shop_runtime::{ServerConfig, TlsConfig};
 use shop_testkit::{Nats, Postgres, TestPki};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use uuid::Uuid;
-
-fn tls_server(pki: &TestPki, service: &str) -> ServerConfig {
-    let mut server = ServerConfig::ephemeral();
-    server.tls = TlsConfig::from_files(&pki.issue(service).unwrap());
-    server
-}
-
-fn user_channel(pki: &TestPki, addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector_lazy(pki.anonymous_connector().unwrap())
-}
 
 fn bearing<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -82,16 +69,20 @@ async fn a_user_reads_and_cancels_only_the_shipments_of_their_own_orders() {
     let pki = TestPki::new().unwrap();
     let postgres = Postgres::start().await.unwrap();
     let nats = Nats::start().await.unwrap();
-    let identity = shop_e2e::start_identity_with(&postgres, &nats, tls_server(&pki, "identity"))
-        .await
-        .unwrap();
-    let mut server = tls_server(&pki, "shipping");
+    let identity = shop_e2e::start_identity_with(
+        &postgres,
+        &nats,
+        shop_e2e::tls_server(&pki, "identity").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut server = shop_e2e::tls_server(&pki, "shipping").unwrap();
     server.user_tokens.identity_url = Some(format!("http://{}", identity.addr));
     let shipping = shop_e2e::start_shipping_with(&postgres, &nats, server)
         .await
         .unwrap();
 
-    let users = IdentityServiceClient::new(user_channel(&pki, identity.addr));
+    let users = IdentityServiceClient::new(shop_e2e::user_channel(&pki, identity.addr).unwrap());
     let sign_up = |email: &'static str| {
         let mut users = users.clone();
         async move {
@@ -133,7 +124,8 @@ async fn a_user_reads_and_cancels_only_the_shipments_of_their_own_orders() {
         .await
         .unwrap();
 
-    let mut client = ShippingServiceClient::new(user_channel(&pki, shipping.addr));
+    let mut client =
+        ShippingServiceClient::new(shop_e2e::user_channel(&pki, shipping.addr).unwrap());
     let by_order = GetShipmentRequest {
         lookup: Some(Lookup::OrderId(order_id.to_string())),
     };

@@ -16,22 +16,8 @@ use shop_proto::{
         ListNotificationsRequest, notification_service_client::NotificationServiceClient,
     },
 };
-use shop_runtime::{ServerConfig, TlsConfig};
 use shop_testkit::{Nats, Postgres, TestPki};
 use tonic::{Code, transport::Channel};
-
-fn tls_server(pki: &TestPki, service: &str) -> ServerConfig {
-    let mut server = ServerConfig::ephemeral();
-    server.tls = TlsConfig::from_files(&pki.issue(service).unwrap());
-    server
-}
-
-/// A user's channel: TLS that trusts the mesh's CA, no certificate (users have none).
-fn user_channel(pki: &TestPki, addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector_lazy(pki.anonymous_connector().unwrap())
-}
 
 async fn list_as(
     client: &mut NotificationServiceClient<Channel>,
@@ -61,7 +47,7 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
     let nats = Nats::start().await.unwrap();
     // Identity verifies its own users' tokens (GetUser) through its own GetJwks, as in the
     // mesh: its address is chosen first so IDENTITY_URL can name it.
-    let mut identity_server = tls_server(&pki, "identity");
+    let mut identity_server = shop_e2e::tls_server(&pki, "identity").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -72,13 +58,14 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
     let identity = shop_e2e::start_identity_with(&postgres, &nats, identity_server)
         .await
         .unwrap();
-    let mut server = tls_server(&pki, "notifications");
+    let mut server = shop_e2e::tls_server(&pki, "notifications").unwrap();
     server.user_tokens.identity_url = Some(format!("http://{}", identity.addr));
     let notifications = shop_e2e::start_notifications_with(&postgres, &nats, server)
         .await
         .unwrap();
 
-    let mut users = IdentityServiceClient::new(user_channel(&pki, identity.addr));
+    let mut users =
+        IdentityServiceClient::new(shop_e2e::user_channel(&pki, identity.addr).unwrap());
     let register = |email: &'static str| {
         let mut users = users.clone();
         async move {
@@ -131,7 +118,8 @@ async fn a_user_reads_only_their_own_notifications_and_bad_tokens_are_unauthenti
         "Ada reading Bob's record"
     );
 
-    let mut client = NotificationServiceClient::new(user_channel(&pki, notifications.addr));
+    let mut client =
+        NotificationServiceClient::new(shop_e2e::user_channel(&pki, notifications.addr).unwrap());
     assert_eq!(list_as(&mut client, Some(&token), &ada).await, Code::Ok);
     assert_eq!(
         list_as(&mut client, Some(&token), &bob).await,
