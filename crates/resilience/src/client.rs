@@ -190,6 +190,23 @@ impl ResilientChannel {
         }
     }
 
+    /// Puts `layer` outside the whole stack (e.g. tracing and metrics that should see a call
+    /// once, however many attempts it takes).
+    #[must_use]
+    pub fn wrap<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>>,
+        L::Service: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+    {
+        self.inner = BoxCloneSyncService::new(layer.layer(self.inner));
+        self
+    }
+
     /// This dependency's circuit breaker state, for metrics and status pages.
     pub fn breaker(&self) -> &BreakerHandle {
         &self.breaker

@@ -1,5 +1,9 @@
 //! Resilient clients for calls to other services: one line per dependency.
 //!
+//! Outermost on every channel, [`ClientObserveLayer`]: one client span per call (its W3C trace
+//! context goes out in the metadata, so the callee's span is its child) and the client RPC
+//! metrics, once per call however many attempts it takes.
+//!
 //! ```ignore
 //! let dependency = shop_runtime::client::dependency("catalog", "orders", &cfg.catalog_url)?;
 //! let catalog = CatalogServiceClient::new(
@@ -32,6 +36,7 @@ pub use shop_resilience::{
 };
 
 use crate::metrics::Metrics;
+use crate::observe::{ClientObserveLayer, KnownMethods};
 
 /// How often DNS names are re-resolved, so new pods behind a headless Service get traffic.
 pub const DNS_REFRESH: Duration = Duration::from_secs(10);
@@ -44,7 +49,11 @@ pub async fn connect(
 ) -> Result<ResilientChannel, ClientError> {
     let channel = shop_resilience::client::connect(config).await?;
     metrics.track_breaker(channel.breaker().clone());
-    Ok(channel)
+    Ok(channel.wrap(ClientObserveLayer::new(
+        metrics.clone(),
+        CONTRACT_METHODS.clone(),
+        &config.name,
+    )))
 }
 
 /// A target that is not `http://host:port`.
@@ -88,6 +97,15 @@ pub fn dependency(name: &str, caller: &str, target: &str) -> Result<DependencyCo
     config.retry.idempotent_methods = CONTRACT_IDEMPOTENT.clone();
     Ok(config)
 }
+
+/// Every method of the shop's own contracts, for the client metrics' labels.
+static CONTRACT_METHODS: LazyLock<KnownMethods> = LazyLock::new(|| {
+    KnownMethods::all(&[shop_proto::FILE_DESCRIPTOR_SET]).unwrap_or_else(|error| {
+        // Unreachable with the set shop-proto compiles; every call is then labelled unknown.
+        tracing::error!(%error, "cannot read the methods of the contracts");
+        KnownMethods::default()
+    })
+});
 
 /// The retryable methods of the shop's own contracts.
 static CONTRACT_IDEMPOTENT: LazyLock<HashSet<String>> = LazyLock::new(|| {

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the gRPC server, served on the admin port at `/metrics`: calls handled,
-//! their latency, calls in flight, and the circuit breaker state of every dependency the service
+//! their latency, calls in flight, the same for calls to dependencies, and the circuit breaker state of every dependency the service
 //! calls through [`crate::client::connect`].
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +37,30 @@ pub struct MethodLabels {
     pub grpc_method: String,
 }
 
+/// Labels of one finished call to a dependency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientCallLabels {
+    /// The dependency's name (e.g. `catalog`).
+    pub dependency: String,
+    /// Full protobuf service name.
+    pub grpc_service: String,
+    /// Method name.
+    pub grpc_method: String,
+    /// gRPC status code name, e.g. `OK`, `InvalidArgument`.
+    pub grpc_code: String,
+}
+
+/// Labels of one method of a dependency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientMethodLabels {
+    /// The dependency's name.
+    pub dependency: String,
+    /// Full protobuf service name.
+    pub grpc_service: String,
+    /// Method name.
+    pub grpc_method: String,
+}
+
 /// Labels of one dependency's circuit breaker in one state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakerLabels {
@@ -47,6 +71,7 @@ pub struct BreakerLabels {
 }
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+type ClientHistogramFamily = Family<ClientMethodLabels, Histogram, fn() -> Histogram>;
 
 /// Every breaker state, with its label value.
 const BREAKER_STATES: [(BreakerState, &str); 3] = [
@@ -62,6 +87,8 @@ pub struct Metrics {
     pub(crate) handled: Family<CallLabels, Counter>,
     pub(crate) latency: HistogramFamily,
     pub(crate) in_flight: Gauge,
+    pub(crate) client_handled: Family<ClientCallLabels, Counter>,
+    pub(crate) client_latency: ClientHistogramFamily,
     breakers: Arc<Mutex<Vec<BreakerHandle>>>,
     breaker_state: Family<BreakerLabels, Gauge>,
 }
@@ -100,6 +127,19 @@ impl Metrics {
             "gRPC calls being handled now",
             in_flight.clone(),
         );
+        let client_handled = Family::<ClientCallLabels, Counter>::default();
+        let client_latency: ClientHistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "grpc_client_handled",
+            "gRPC calls to dependencies completed (all attempts of one call count once), by \
+             dependency, method and status code",
+            client_handled.clone(),
+        );
+        registry.register(
+            "grpc_client_handling_seconds",
+            "Time from the start of calls to dependencies to their last frame, retries included",
+            client_latency.clone(),
+        );
         let breaker_state = Family::<BreakerLabels, Gauge>::default();
         registry.register(
             "client_breaker_state",
@@ -111,6 +151,8 @@ impl Metrics {
             handled,
             latency,
             in_flight,
+            client_handled,
+            client_latency,
             breakers: Arc::default(),
             breaker_state,
         }

@@ -1,4 +1,6 @@
-//! Observation layer: a tracing span per call (method, request id) and the server metrics.
+//! Observation layers: a tracing span per call, server side ([`ObserveLayer`]: the caller's
+//! trace context continues in it) and client side ([`ClientObserveLayer`]: its context goes out
+//! with the call), and the RPC metrics of both.
 //!
 //! A call is counted when it ends, with its final status code: at once for a trailers-only
 //! response (how tonic answers an error before any message), otherwise when the response body
@@ -26,7 +28,7 @@ use pin_project_lite::pin_project;
 use tracing::Instrument as _;
 
 use crate::{
-    metrics::{CallLabels, MethodLabels, Metrics},
+    metrics::{CallLabels, ClientCallLabels, ClientMethodLabels, MethodLabels, Metrics},
     request_id::RequestId,
 };
 
@@ -69,6 +71,17 @@ impl KnownMethods {
         Ok(Self {
             paths: paths.into(),
         })
+    }
+
+    /// Every method of every service in `descriptor_sets` (a client may call any of them).
+    pub fn all(descriptor_sets: &[&[u8]]) -> Result<Self, prost_reflect::DescriptorError> {
+        let mut names = Vec::new();
+        for set in descriptor_sets {
+            let pool = prost_reflect::DescriptorPool::decode(*set)?;
+            names.extend(pool.services().map(|s| s.full_name().to_owned()));
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Self::new(descriptor_sets, &names)
     }
 
     /// The labels of `path`: its service and method if served, else [`UNKNOWN`] for both.
@@ -120,9 +133,22 @@ pub struct Observe<S> {
 
 // === impl Observe ===
 
-/// The name of the status code in `headers`, if they carry one.
-fn code_name(headers: &http::HeaderMap) -> Option<String> {
-    shop_resilience::classify::status_code(headers).map(|code| format!("{code:?}"))
+/// Which end of the call is observed.
+#[derive(Debug, Clone)]
+enum Side {
+    Server,
+    /// A call to the named dependency.
+    Client(Arc<str>),
+}
+
+/// Codes that make a server span an error under the OpenTelemetry RPC conventions (the rest
+/// are the caller's problem); on the client every code but `Ok` is one.
+fn server_fault(code: tonic::Code) -> bool {
+    use tonic::Code::{DataLoss, DeadlineExceeded, Internal, Unavailable, Unimplemented, Unknown};
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
 }
 
 /// A call not counted yet: counted once, with its final code, by [`Pending::finish`], or as
@@ -132,38 +158,73 @@ struct Pending {
     labels: MethodLabels,
     started: Instant,
     counted: bool,
+    span: tracing::Span,
+    side: Side,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         if !self.counted {
-            self.count("Cancelled".to_owned());
+            self.count(tonic::Code::Cancelled);
         }
     }
 }
 
 impl Pending {
-    fn finish(mut self, code: String) {
+    fn finish(mut self, code: tonic::Code) {
         self.count(code);
     }
 
-    fn count(&mut self, code: String) {
+    fn count(&mut self, code: tonic::Code) {
         self.counted = true;
         let elapsed = self.started.elapsed();
-        self.metrics.in_flight.dec();
+        self.span.record("rpc.grpc.status_code", code as i32);
+        let error = match self.side {
+            Side::Server => server_fault(code),
+            Side::Client(_) => code != tonic::Code::Ok,
+        };
+        if error {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let code = format!("{code:?}");
+        let _entered = self.span.enter();
         tracing::debug!(grpc.code = %code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
-        self.metrics
-            .latency
-            .get_or_create(&self.labels)
-            .observe(elapsed.as_secs_f64());
-        self.metrics
-            .handled
-            .get_or_create(&CallLabels {
-                grpc_service: self.labels.grpc_service.clone(),
-                grpc_method: self.labels.grpc_method.clone(),
-                grpc_code: code,
-            })
-            .inc();
+        match &self.side {
+            Side::Server => {
+                self.metrics.in_flight.dec();
+                self.metrics
+                    .latency
+                    .get_or_create(&self.labels)
+                    .observe(elapsed.as_secs_f64());
+                self.metrics
+                    .handled
+                    .get_or_create(&CallLabels {
+                        grpc_service: self.labels.grpc_service.clone(),
+                        grpc_method: self.labels.grpc_method.clone(),
+                        grpc_code: code,
+                    })
+                    .inc();
+            }
+            Side::Client(dependency) => {
+                self.metrics
+                    .client_latency
+                    .get_or_create(&ClientMethodLabels {
+                        dependency: dependency.to_string(),
+                        grpc_service: self.labels.grpc_service.clone(),
+                        grpc_method: self.labels.grpc_method.clone(),
+                    })
+                    .observe(elapsed.as_secs_f64());
+                self.metrics
+                    .client_handled
+                    .get_or_create(&ClientCallLabels {
+                        dependency: dependency.to_string(),
+                        grpc_service: self.labels.grpc_service.clone(),
+                        grpc_method: self.labels.grpc_method.clone(),
+                        grpc_code: code,
+                    })
+                    .inc();
+            }
+        }
     }
 }
 
@@ -188,11 +249,11 @@ impl<B: http_body::Body> http_body::Body for ObservedBody<B> {
         let this = self.project();
         let polled = std::task::ready!(this.inner.poll_frame(cx));
         let code = match &polled {
-            Some(Ok(frame)) => frame
-                .trailers_ref()
-                .map(|trailers| code_name(trailers).unwrap_or_else(|| "Unknown".to_owned())),
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                shop_resilience::classify::status_code(trailers).unwrap_or(tonic::Code::Unknown)
+            }),
             // The body failed, or ended without trailers.
-            Some(Err(_)) | None => Some("Unknown".to_owned()),
+            Some(Err(_)) | None => Some(tonic::Code::Unknown),
         };
         if let Some(code) = code
             && let Some(pending) = this.pending.take()
@@ -211,11 +272,77 @@ impl<B: http_body::Body> http_body::Body for ObservedBody<B> {
     }
 }
 
+/// A span for a call to `labels`, named and attributed after the OpenTelemetry RPC
+/// conventions (`{service}/{method}`, `rpc.system=grpc`).
+fn rpc_span(labels: &MethodLabels, side: &Side, request_id: &str) -> tracing::Span {
+    let name = format!("{}/{}", labels.grpc_service, labels.grpc_method);
+    match side {
+        Side::Server => tracing::info_span!(
+            "grpc",
+            otel.name = %name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %labels.grpc_service,
+            rpc.method = %labels.grpc_method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
+        ),
+        Side::Client(dependency) => tracing::info_span!(
+            "grpc client",
+            otel.name = %name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %labels.grpc_service,
+            rpc.method = %labels.grpc_method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            peer.service = %dependency,
+        ),
+    }
+}
+
+/// Awaits `future` (the inner service's answer) and wraps its body so the call is counted when
+/// it ends.
+async fn observed<F, ResBody, E>(
+    future: F,
+    pending: Pending,
+) -> Result<Response<ObservedBody<ResBody>>, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    E: std::fmt::Display,
+{
+    match future.await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            // Trailers-only (an error before any message): the call is over.
+            let pending = match shop_resilience::classify::status_code(&parts.headers) {
+                Some(code) => {
+                    pending.finish(code);
+                    None
+                }
+                None => Some(pending),
+            };
+            let body = ObservedBody {
+                inner: body,
+                pending,
+            };
+            Ok(Response::from_parts(parts, body))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "call failed in transport");
+            pending.finish(tonic::Code::Unknown);
+            Err(err)
+        }
+    }
+}
+
 impl<S, B, ResBody> tower_service::Service<Request<B>> for Observe<S>
 where
     S: tower_service::Service<Request<B>, Response = Response<ResBody>> + Send,
     S::Future: Send + 'static,
-    S::Error: std::fmt::Display,
+    S::Error: std::fmt::Display + 'static,
+    ResBody: 'static,
 {
     type Response = Response<ObservedBody<ResBody>>;
     type Error = S::Error;
@@ -232,12 +359,9 @@ where
             .get::<RequestId>()
             .and_then(|id| id.header_value().to_str().ok())
             .unwrap_or_default();
-        let span = tracing::info_span!(
-            "grpc",
-            rpc.service = %labels.grpc_service,
-            rpc.method = %labels.grpc_method,
-            request_id = %request_id,
-        );
+        let span = rpc_span(&labels, &Side::Server, request_id);
+        // The caller's trace continues here (W3C traceparent in the metadata).
+        shop_trace::set_parent(&span, request.headers());
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -248,32 +372,91 @@ where
             labels,
             started: Instant::now(),
             counted: false,
+            span: span.clone(),
+            side: Side::Server,
+        };
+        Box::pin(observed(future, pending).instrument(span))
+    }
+}
+
+/// The client end: a span per call to a dependency (kind client, child of the caller's current
+/// span) whose context goes out in the call's metadata, and the client metrics
+/// (`shop_grpc_client_handled_total`, `shop_grpc_client_handling_seconds`). Outermost on the
+/// dependency's channel, so one span and one count cover every retry of the call.
+#[derive(Debug, Clone)]
+pub struct ClientObserveLayer {
+    metrics: Metrics,
+    methods: KnownMethods,
+    dependency: Arc<str>,
+}
+
+impl ClientObserveLayer {
+    /// Observes calls to `dependency`, labelled by `methods`.
+    #[must_use]
+    pub fn new(metrics: Metrics, methods: KnownMethods, dependency: &str) -> Self {
+        Self {
+            metrics,
+            methods,
+            dependency: dependency.into(),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ClientObserveLayer {
+    type Service = ClientObserve<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientObserve {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`ClientObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientObserve<S> {
+    inner: S,
+    layer: ClientObserveLayer,
+}
+
+impl<S, ResBody> tower_service::Service<Request<tonic::body::Body>> for ClientObserve<S>
+where
+    S: tower_service::Service<Request<tonic::body::Body>, Response = Response<ResBody>> + Send,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        let labels = self.layer.methods.labels(request.uri().path());
+        let side = Side::Client(self.layer.dependency.clone());
+        let span = rpc_span(&labels, &side, "");
+        shop_trace::inject_headers(&span, request.headers_mut());
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let pending = Pending {
+            metrics: self.layer.metrics.clone(),
+            labels,
+            started: Instant::now(),
+            counted: false,
+            span: span.clone(),
+            side,
         };
         Box::pin(
             async move {
-                match future.await {
-                    Ok(response) => {
-                        let (parts, body) = response.into_parts();
-                        // Trailers-only (an error before any message): the call is over.
-                        let pending = match code_name(&parts.headers) {
-                            Some(code) => {
-                                pending.finish(code);
-                                None
-                            }
-                            None => Some(pending),
-                        };
-                        let body = ObservedBody {
-                            inner: body,
-                            pending,
-                        };
-                        Ok(Response::from_parts(parts, body))
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "call failed in transport");
-                        pending.finish("Unknown".to_owned());
-                        Err(err)
-                    }
-                }
+                let response = observed(future, pending).await?;
+                Ok(response.map(tonic::body::Body::new))
             }
             .instrument(span),
         )

@@ -5,7 +5,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = catalog::Config::parse();
-    let _telemetry = shop_runtime::telemetry::init(&config.telemetry);
+    let _telemetry = shop_runtime::telemetry::init("catalog", &config.telemetry);
     let app = catalog::App::build(config).await?;
     app.run_until(shop_runtime::shutdown::signal()).await?;
     Ok(())

@@ -5,7 +5,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = notifications::Config::parse();
-    let _telemetry = shop_runtime::telemetry::init(&config.telemetry);
+    let _telemetry = shop_runtime::telemetry::init("notifications", &config.telemetry);
     let app = notifications::App::build(config).await?;
     app.run_until(shop_runtime::shutdown::signal()).await?;
     Ok(())

@@ -5,7 +5,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = shipping::Config::parse();
-    let _telemetry = shop_runtime::telemetry::init(&config.telemetry);
+    let _telemetry = shop_runtime::telemetry::init("shipping", &config.telemetry);
     let app = shipping::App::build(config).await?;
     app.run_until(shop_runtime::shutdown::signal()).await?;
     Ok(())
