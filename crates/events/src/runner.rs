@@ -204,21 +204,39 @@ impl ConsumerRunner {
         );
         let span = info_span!(
             "event",
+            otel.name = %format!("process {}", message.subject),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.destination.name = %message.subject,
+            messaging.consumer.group.name = %self.spec.durable,
+            messaging.message.id = tracing::field::Empty,
             consumer = %self.spec.durable,
             event_type = tracing::field::Empty,
             event_id = tracing::field::Empty,
             correlation_id = tracing::field::Empty,
-            traceparent = tracing::field::Empty,
             delivered,
         );
+        // The producer's trace (the request that wrote the event, through the outbox relay's
+        // publish span) continues here.
+        if let Some(headers) = message.headers.as_ref() {
+            let context: shop_trace::TraceFields = shop_trace::FIELDS
+                .iter()
+                .filter_map(|k| {
+                    headers
+                        .get(*k)
+                        .map(|v| ((*k).to_owned(), v.as_str().to_owned()))
+                })
+                .collect();
+            shop_trace::set_parent(&span, &context);
+        }
         if let Ok(meta) = &meta {
             span.record("event_type", meta.event_type.as_str());
             span.record("event_id", tracing::field::display(meta.id));
+            span.record("messaging.message.id", tracing::field::display(meta.id));
             if let Some(c) = &meta.correlation_id {
                 span.record("correlation_id", c.as_str());
-            }
-            if let Some(t) = &meta.traceparent {
-                span.record("traceparent", t.as_str());
             }
         }
         let work = async {
@@ -333,6 +351,9 @@ impl ConsumerRunner {
         message: &jetstream::Message,
         outcome: Outcome,
     ) {
+        if !matches!(outcome, Outcome::Ack { .. }) {
+            tracing::Span::current().record("otel.status_code", "ERROR");
+        }
         let (kind, clear) = match outcome {
             Outcome::Ack { clear } => (AckKind::Ack, clear),
             Outcome::Retry(delay) => (AckKind::Nak(Some(delay)), false),

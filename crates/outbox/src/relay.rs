@@ -12,6 +12,7 @@
 //! moves to `outbox_dead_letters`. Connection trouble never counts: the pass ends and the relay
 //! backs off, the rows waiting as they were.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -23,12 +24,13 @@ use shop_events::{EventPublisher, EventsError};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 
 use crate::OutboxError;
 use crate::classify::{Failure, classify, confirm_no_stream};
 use crate::metrics::RelayMetrics;
 use crate::store::{self, Claimed, NOTIFY_CHANNEL};
+use shop_events::EncodedEvent;
 
 /// Relay tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,8 +167,10 @@ impl Relay {
         let mut pending = Vec::with_capacity(rows.len());
         let mut refused = Vec::new();
         for row in &rows {
-            match self.publisher.send(&row.event).await {
-                Ok(ack) => pending.push((row, ack)),
+            let span = publish_span(&row.event);
+            let event = traced(&row.event, &span);
+            match self.publisher.send(&event).instrument(span.clone()).await {
+                Ok(ack) => pending.push((row, ack, span)),
                 Err(e) => match classify(&e) {
                     // The rest would wait out the same trouble, one timeout each.
                     Failure::Transient => {
@@ -177,11 +181,14 @@ impl Relay {
                 },
             }
         }
-        let acks = join_all(
-            pending
-                .into_iter()
-                .map(|(row, ack)| ack.ack().map(move |r| (row, r))),
-        );
+        let acks = join_all(pending.into_iter().map(|(row, ack, span)| {
+            ack.ack().map(move |r| {
+                if r.is_err() {
+                    span.record("otel.status_code", "ERROR");
+                }
+                (row, r)
+            })
+        }));
         let mut published = Vec::with_capacity(rows.len());
         for (row, result) in acks.await {
             match result {
@@ -355,4 +362,35 @@ async fn wait_notification(listener: &mut Option<PgListener>) -> bool {
         },
         None => std::future::pending().await,
     }
+}
+
+/// The producer span of one row's publish: a child of the context the row was written under
+/// (the request that wrote it), named and attributed after the OpenTelemetry messaging
+/// conventions. It ends when JetStream acks (or refuses) the message.
+fn publish_span(event: &EncodedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox publish",
+        otel.name = %format!("send {}", event.subject),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.destination.name = %event.subject,
+        messaging.message.id = %event.id,
+        event_type = %event.event_type,
+    );
+    shop_trace::set_parent(&span, &event.headers);
+    span
+}
+
+/// `event` with its trace headers replaced by `span`'s context, so that the consumer's span is
+/// a child of the publish; `event` itself when tracing is off.
+fn traced<'a>(event: &'a EncodedEvent, span: &tracing::Span) -> Cow<'a, EncodedEvent> {
+    let context = shop_trace::context_fields(span);
+    if context.is_empty() {
+        return Cow::Borrowed(event);
+    }
+    let mut traced = event.clone();
+    traced.headers.extend(context);
+    Cow::Owned(traced)
 }

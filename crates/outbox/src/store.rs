@@ -56,8 +56,18 @@ where
 }
 
 /// [`add`] for an already encoded event.
+///
+/// The current span's trace context (W3C `traceparent`, `tracestate`, `baggage`) is stored with
+/// the row unless the event carries its own, so the relay's publish, and the consumers after
+/// it, continue the trace of the request that wrote the event.
 pub async fn add_encoded(tx: &mut PgConnection, event: &EncodedEvent) -> Result<(), OutboxError> {
-    let headers = serde_json::to_string(&event.headers)?;
+    let headers = if event.headers.contains_key(shop_trace::TRACEPARENT) {
+        serde_json::to_string(&event.headers)?
+    } else {
+        let mut headers = event.headers.clone();
+        headers.extend(shop_trace::current_context());
+        serde_json::to_string(&headers)?
+    };
     sqlx::query(
         "INSERT INTO outbox (event_id, subject, event_type, headers, payload) \
          VALUES ($1, $2, $3, $4::jsonb, $5)",

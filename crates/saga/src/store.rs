@@ -242,7 +242,8 @@ impl MigrationSource<'static> for Resolved {
 
 /// Starts a run of saga `kind` with `data`, inside the caller's transaction (so the run exists
 /// iff the business change that implies it committed), and wakes the workers on commit.
-/// Starting the same `id` again is a no-op; returns whether this call created the run.
+/// Starting the same `id` again is a no-op; returns whether this call created the run. The
+/// current span's trace context is stored with the run: every step's span is its child.
 pub async fn start<D: Serialize>(
     tx: &mut PgConnection,
     kind: &str,
@@ -250,11 +251,15 @@ pub async fn start<D: Serialize>(
     data: &D,
 ) -> Result<bool, SagaError> {
     let data = serde_json::to_string(data)?;
+    let trace = shop_trace::current_context();
+    let trace = (!trace.is_empty())
+        .then(|| serde_json::to_string(&trace))
+        .transpose()?;
     // One statement: the insert, and the notification only if it inserted.
     let created = sqlx::query(
         "WITH created AS (\
-             INSERT INTO saga_runs (id, kind, data, status) \
-             VALUES ($1, $2, $3::jsonb, 'running') \
+             INSERT INTO saga_runs (id, kind, data, status, trace_context) \
+             VALUES ($1, $2, $3::jsonb, 'running', $5::jsonb) \
              ON CONFLICT (id) DO NOTHING RETURNING kind) \
          SELECT pg_notify($4, kind) FROM created",
     )
@@ -262,6 +267,7 @@ pub async fn start<D: Serialize>(
     .bind(kind)
     .bind(data)
     .bind(NOTIFY_CHANNEL)
+    .bind(trace)
     .fetch_optional(&mut *tx)
     .await?
     .is_some();

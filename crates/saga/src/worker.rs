@@ -52,6 +52,7 @@ use sqlx::{PgPool, Row};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::SagaError;
@@ -130,6 +131,8 @@ struct Held<D> {
     attempts: i32,
     data: D,
     failure: Option<String>,
+    /// The trace context the run was started under (empty without one).
+    trace: shop_trace::TraceFields,
 }
 
 /// How one attempt ended, as the worker saw it.
@@ -425,7 +428,7 @@ where
                    FOR UPDATE SKIP LOCKED) due \
              WHERE r.id = due.id \
              RETURNING r.id, r.lease_epoch, r.status, r.step, r.attempts, r.data::text AS data, \
-                       r.failure",
+                       r.failure, r.trace_context::text AS trace_context",
         )
         .bind(&*self.owner)
         .bind(self.lease.as_secs_f64())
@@ -448,6 +451,11 @@ where
                         attempts: row.try_get("attempts")?,
                         data,
                         failure: row.try_get("failure")?,
+                        // A context that cannot be read only costs the trace its parent.
+                        trace: row
+                            .try_get::<Option<&str>, _>("trace_context")?
+                            .and_then(|t| serde_json::from_str(t).ok())
+                            .unwrap_or_default(),
                     })
                 });
             match decoded {
@@ -516,8 +524,23 @@ where
                 },
                 fence,
             };
+            let span = tracing::info_span!(
+                "saga step",
+                otel.name = %format!("saga {} {}", self.saga.kind, step.name),
+                otel.status_code = tracing::field::Empty,
+                saga.kind = self.saga.kind,
+                saga.id = %run.id,
+                saga.step = step.name,
+                saga.phase = phase.as_str(),
+                saga.attempt = attempt,
+                saga.outcome = tracing::field::Empty,
+            );
+            shop_trace::set_parent(&span, &run.trace);
             let started = Instant::now();
-            let attempted = self.attempt(&fence, call, input).await;
+            let attempted = self
+                .attempt(&fence, call, input)
+                .instrument(span.clone())
+                .await;
             let mut record = Record {
                 step: step.name,
                 phase,
@@ -572,6 +595,11 @@ where
                 return self.lost(&run, record).await;
             }
             self.observe(&record);
+            span.record("saga.outcome", record.outcome.as_str());
+            if record.outcome != Outcome::Ok {
+                span.record("otel.status_code", "ERROR");
+            }
+            drop(span);
             if let Some(wait) = wait_here {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -964,6 +992,7 @@ mod tests {
             attempts,
             data: 0,
             failure: None,
+            trace: shop_trace::TraceFields::new(),
         }
     }
 
