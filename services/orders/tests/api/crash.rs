@@ -14,15 +14,25 @@ use tokio::process::{Child, Command};
 use crate::helpers::{Mesh, MeshOptions};
 
 /// An orders process of this mesh.
-struct OrdersProcess {
+pub struct OrdersProcess {
     child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl OrdersProcess {
     /// Starts `orders` named `name` with a short lease, and waits until it is ready.
-    async fn start(mesh: &Mesh, name: &str, log: &std::path::Path) -> Self {
+    pub async fn start(mesh: &Mesh, name: &str, log: &std::path::Path) -> Self {
+        Self::start_with_env(mesh, name, log, &[]).await
+    }
+
+    /// [`Self::start`] with more environment variables.
+    pub async fn start_with_env(
+        mesh: &Mesh,
+        name: &str,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = || shop_testkit::free_port().expect("free port");
         let grpc = SocketAddr::from(([127, 0, 0, 1], port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], port()));
@@ -48,6 +58,7 @@ impl OrdersProcess {
             .env("SAGA_MAX_BACKOFF_MS", "500")
             .env("SHUTDOWN_DRAIN_SECS", "0")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -69,7 +80,7 @@ impl OrdersProcess {
         signal::send(self.pid(), signal).expect("signal");
     }
 
-    async fn kill9(mut self) {
+    pub async fn kill9(mut self) {
         self.child.kill().await.expect("SIGKILL");
     }
 }
@@ -83,7 +94,7 @@ async fn lease(mesh: &Mesh, order_id: &str) -> (Option<String>, i64) {
         .expect("saga run")
 }
 
-async fn step_done(mesh: &Mesh, order_id: &str, step: &str) -> bool {
+pub async fn step_done(mesh: &Mesh, order_id: &str, step: &str) -> bool {
     sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM saga_steps WHERE run_id = $1::uuid AND step = $2 \
          AND phase = 'action' AND outcome = 'ok'",

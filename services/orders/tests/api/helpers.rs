@@ -37,6 +37,8 @@ pub struct MeshOptions {
     pub saga: SagaConfig,
     /// Start orders in-process (else the test starts it, e.g. as a child process).
     pub orders_in_process: bool,
+    /// Start notifications too (it consumes orders' and shipping's events).
+    pub notifications: bool,
 }
 
 impl Default for MeshOptions {
@@ -44,6 +46,7 @@ impl Default for MeshOptions {
         Self {
             saga: fast_saga(),
             orders_in_process: true,
+            notifications: false,
         }
     }
 }
@@ -225,6 +228,26 @@ impl Mesh {
         });
         stops.push(stop);
         tasks.push(task);
+
+        if options.notifications {
+            let notifications_db = postgres.create_database("notifications").await.expect("db");
+            let notifications = notifications::App::build(notifications::Config {
+                server: ServerConfig::ephemeral(),
+                database: DatabaseConfig::new(&notifications_db),
+                nats: NatsConfig::new(nats.url()),
+                inbox: notifications::InboxConfig::default(),
+                telemetry: telemetry(),
+            })
+            .await
+            .expect("notifications builds");
+            let (stop, task) = serve(|stopped| {
+                notifications.run_until(async {
+                    let _ = stopped.await;
+                })
+            });
+            stops.push(stop);
+            tasks.push(task);
+        }
 
         let orders_db = postgres.create_database("orders").await.expect("db");
         let dependencies = DependenciesConfig {

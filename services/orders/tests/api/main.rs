@@ -9,3 +9,4 @@ mod helpers;
 mod lifecycle;
 mod placing;
 mod projection;
+mod traces;
