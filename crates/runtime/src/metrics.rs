@@ -24,7 +24,7 @@ pub struct CallLabels {
     pub grpc_service: String,
     /// Method name.
     pub grpc_method: String,
-    /// gRPC status code name, e.g. `OK`, `InvalidArgument`.
+    /// gRPC status code name as tonic spells it, e.g. `Ok`, `InvalidArgument`.
     pub grpc_code: String,
 }
 
@@ -46,7 +46,7 @@ pub struct ClientCallLabels {
     pub grpc_service: String,
     /// Method name.
     pub grpc_method: String,
-    /// gRPC status code name, e.g. `OK`, `InvalidArgument`.
+    /// gRPC status code name as tonic spells it, e.g. `Ok`, `InvalidArgument`.
     pub grpc_code: String,
 }
 

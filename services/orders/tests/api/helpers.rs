@@ -319,6 +319,11 @@ impl Mesh {
         self.orders.as_ref().expect("orders is running").0.clone()
     }
 
+    /// Payments' admin port (`/metrics`, `/admin/state`).
+    pub fn payments_admin(&self) -> SocketAddr {
+        self.admins[1]
+    }
+
     pub fn orders_admin(&self) -> SocketAddr {
         self.orders.as_ref().expect("orders is running").1
     }

@@ -7,6 +7,7 @@ mod crash;
 mod faults;
 mod helpers;
 mod lifecycle;
+mod metrics;
 mod placing;
 mod projection;
 mod traces;
