@@ -96,6 +96,7 @@ mod tests {
             },
             services: vec![service("inventory", 9103), service("payments", 9105)],
             tls: None,
+            traces: None,
         };
         let targets = targets(&state);
         assert_eq!(targets.inventory, Some(loopback(9103)));

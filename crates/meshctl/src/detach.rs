@@ -95,6 +95,8 @@ pub fn supervisor_args(opts: &UpOptions) -> Vec<String> {
         &opts.nats_port.to_string(),
         "--rust-log",
         &opts.rust_log,
+        "--log-format",
+        opts.log_format,
     ]
     .into_iter()
     .map(str::to_owned)
@@ -104,6 +106,10 @@ pub fn supervisor_args(opts: &UpOptions) -> Vec<String> {
     }
     if opts.plaintext {
         args.push("--plaintext".into());
+    }
+    match opts.otlp_port {
+        Some(port) => args.extend(["--otlp-port".into(), port.to_string()]),
+        None => args.push("--no-traces".into()),
     }
     for port in &opts.ports {
         args.push("--port".into());
@@ -186,12 +192,14 @@ mod tests {
             only: vec!["catalog"],
             rust_log: "debug".into(),
             plaintext: true,
+            otlp_port: Some(5),
+            log_format: "json",
         };
         let args = supervisor_args(&opts).join(" ");
         assert_eq!(
             args,
-            "up --supervisor --no-build --pg-port 1 --nats-port 2 --rust-log debug --release \
-             --plaintext --port catalog=3:4 --only catalog"
+            "up --supervisor --no-build --pg-port 1 --nats-port 2 --rust-log debug --log-format \
+             json --release --plaintext --otlp-port 5 --port catalog=3:4 --only catalog"
         );
         assert!(!args.contains("--detach"));
     }

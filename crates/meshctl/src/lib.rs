@@ -18,6 +18,9 @@
 //!   timeline ([`demo_orders`]), through the generated clients.
 //! - `meshctl load`: traffic for a while, with calls/s, p50 and p99 per RPC; exits non-zero if
 //!   any call failed.
+//! - `meshctl trace ORDER_ID` / `meshctl trace --last`: an order's trace as a terminal
+//!   waterfall, from the spans every service exports to the receiver `up` runs in its own
+//!   process (`shop-tracestore`, on `--otlp-port`).
 //! - `meshctl logs NAME [-f]`: a process's log; `meshctl dlq list|replay`: the dead letters.
 //! - `meshctl down`: stops a detached mesh (its supervisor, which stops the services, then
 //!   NATS, then PostgreSQL).
@@ -78,6 +81,7 @@ pub mod signing_keys;
 pub mod state;
 pub mod status;
 pub mod table;
+pub mod trace;
 pub mod up;
 pub mod workspace;
 
@@ -126,6 +130,9 @@ pub enum Command {
     /// Make identity sign with a new key; the replaced key stays published until every token
     /// it signed has expired.
     RotateSigningKey,
+    /// Draw an order's trace (every RPC, outbox publish and consume, saga step) as a waterfall
+    /// from the spans the services sent to meshctl's receiver.
+    Trace(TraceArgs),
 }
 
 /// Flags of `meshctl logs`.
@@ -214,6 +221,30 @@ pub struct UpArgs {
     /// gets a certificate from a local CA and calls between services are mTLS.
     #[arg(long)]
     pub plaintext: bool,
+    /// Port on 127.0.0.1 of the trace receiver meshctl runs (OTLP/gRPC); every service
+    /// exports its spans there and `meshctl trace` reads them.
+    #[arg(long, env = "MESH_OTLP_PORT", default_value_t = 54317)]
+    pub otlp_port: u16,
+    /// No trace receiver; the services export no spans.
+    #[arg(long)]
+    pub no_traces: bool,
+    /// The services' log lines: `text`, or `json` (with trace and span ids).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Flags of `meshctl trace`.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// The order whose trace to draw (the trace its saga's steps belong to).
+    #[arg(required_unless_present = "last")]
+    pub order_id: Option<String>,
+    /// The latest PlaceOrder's trace instead.
+    #[arg(long, conflicts_with = "order_id")]
+    pub last: bool,
+    /// Print the spans as JSON instead of the waterfall.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_service_name(text: &str) -> Result<&'static str, String> {
@@ -248,6 +279,12 @@ pub async fn run(cli: Cli) -> Result<bool> {
                 only: args.only,
                 rust_log: args.rust_log,
                 plaintext: args.plaintext,
+                otlp_port: (!args.no_traces).then_some(args.otlp_port),
+                log_format: if args.log_format == "json" {
+                    "json"
+                } else {
+                    "text"
+                },
             };
             up::up(&root, &state_dir, &opts).await.map(|()| true)
         }
@@ -286,6 +323,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
             dlq::replay(&state_dir, &sequences, all).await
         }
         Command::RotateSigningKey => signing_keys::rotate(&state_dir).await.map(|()| true),
+        Command::Trace(args) => trace::trace(&state_dir, &args).await,
     }
 }
 

@@ -288,6 +288,7 @@ impl Mesh {
             nats: self.nats.as_ref()?.1.clone(),
             services: self.services.iter().map(|s| s.state.clone()).collect(),
             tls: None,
+            traces: None,
         })
     }
 }

@@ -116,6 +116,10 @@ pub struct Infra {
     pub certs: Option<std::path::PathBuf>,
     /// Identity's `SIGNING_KEY_KEK` (base64), which seals its signing keys at rest.
     pub identity_kek: Option<String>,
+    /// meshctl's trace receiver, where every service exports its spans; `None`: no traces.
+    pub otlp: Option<SocketAddr>,
+    /// `LOG_FORMAT` of every service (`text` or `json`).
+    pub log_format: &'static str,
 }
 
 /// A `--port NAME=GRPC:ADMIN` override.
@@ -183,7 +187,7 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
         ("GRPC_ADDR", service.grpc_addr.to_string()),
         ("ADMIN_ADDR", service.admin_addr.to_string()),
         ("RUST_LOG", infra.rust_log.clone()),
-        ("LOG_FORMAT", "text".to_owned()),
+        ("LOG_FORMAT", infra.log_format.to_owned()),
         // The output goes to a log file: no terminal colour codes in it.
         ("NO_COLOR", "1".to_owned()),
         // Nothing routes around a local process, so there is nothing to drain for.
@@ -196,6 +200,11 @@ pub fn service_env(service: &PlannedService, infra: &Infra) -> Vec<(&'static str
             database_url(infra.pg_port, service.spec.name),
         ));
         env.push(("MIGRATE_ON_START", "true".to_owned()));
+    }
+    if let Some(receiver) = infra.otlp {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")));
+        // Spans show in `meshctl trace` a moment after they end, not after the SDK's 5 s.
+        env.push(("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()));
     }
     if service.spec.nats {
         env.push(("NATS_URL", format!("nats://127.0.0.1:{}", infra.nats_port)));
@@ -281,7 +290,24 @@ mod tests {
             peers: BTreeMap::new(),
             certs: None,
             identity_kek: Some("a2VrCg==".into()),
+            otlp: None,
+            log_format: "text",
         }
+    }
+
+    #[test]
+    fn with_a_receiver_every_service_exports_its_spans_there() {
+        let planned = plan(SERVICES, &[], |name| name == "catalog");
+        let env: BTreeMap<_, _> = service_env(&planned[0], &infra()).into_iter().collect();
+        assert!(!env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let traced = Infra {
+            otlp: Some(loopback(54317)),
+            log_format: "json",
+            ..infra()
+        };
+        let env: BTreeMap<_, _> = service_env(&planned[0], &traced).into_iter().collect();
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:54317");
+        assert_eq!(env["LOG_FORMAT"], "json");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct MeshState {
     /// plaintext (`up --plaintext`).
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// meshctl's trace receiver (OTLP/gRPC and `GET /trace`); `None` without traces.
+    #[serde(default)]
+    pub traces: Option<SocketAddr>,
 }
 
 /// A channel to a service of the mesh, with the caller's user token when it has one.
@@ -250,6 +253,7 @@ mod tests {
                 restarts: 2,
             }],
             tls: None,
+            traces: None,
         }
     }
 

@@ -39,6 +39,10 @@ pub struct UpOptions {
     pub rust_log: String,
     /// No mutual TLS.
     pub plaintext: bool,
+    /// The trace receiver's port; `None` for no traces.
+    pub otlp_port: Option<u16>,
+    /// `LOG_FORMAT` of the services.
+    pub log_format: &'static str,
 }
 
 /// Ctrl-C and SIGTERM, listened for from the start so neither kills meshctl half-way.
@@ -99,7 +103,15 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
         let names: Vec<&str> = planned.iter().map(|p| p.spec.name).collect();
         Some(certs::ensure(state_dir, &names)?)
     };
+    // Before the services, so their first spans have somewhere to go; after them, so their
+    // last ones do too (it stops when `receiver` drops, after `mesh.stop()`).
+    let receiver = match opts.otlp_port {
+        Some(port) => Some(start_trace_receiver(port).await?),
+        None => None,
+    };
     let infra = Infra {
+        otlp: receiver.as_ref().map(|r| r.addr),
+        log_format: opts.log_format,
         pg_port: opts.pg_port,
         nats_port: opts.nats_port,
         rust_log: opts.rust_log.clone(),
@@ -126,6 +138,7 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     };
     state.supervisor_pid = Some(std::process::id());
     state.tls = certs.as_ref().map(certs::MeshCerts::developer);
+    state.traces = receiver.as_ref().map(|r| r.addr);
     seed_demo_data(&state).await;
     // The table before the state file: `up --detach` returns once it sees the file.
     print!("{}", render_table(&state));
@@ -145,8 +158,46 @@ pub async fn up(root: &Path, state_dir: &Path, opts: &UpOptions) -> Result<()> {
     state.save(state_dir)?;
     let outcome = mesh.supervise(&mut state, state_dir, shutdown.recv()).await;
     mesh.stop().await;
+    drop(receiver);
     MeshState::remove(state_dir)?;
     outcome
+}
+
+/// The trace receiver of this `up`, serving until dropped.
+struct TraceReceiver {
+    addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the in-process OTLP receiver on 127.0.0.1:`port`, or on a free port when that one
+/// is taken (a collector of its own on the machine, another mesh): state.json records where.
+async fn start_trace_receiver(port: u16) -> Result<TraceReceiver> {
+    let wanted = services::loopback(port);
+    let listener = match tokio::net::TcpListener::bind(wanted).await {
+        Ok(listener) => listener,
+        Err(_) => tokio::net::TcpListener::bind(services::loopback(0))
+            .await
+            .context(|| "listen for traces (--otlp-port, or --no-traces)".into())?,
+    };
+    let addr = listener
+        .local_addr()
+        .context(|| "the trace receiver's address".into())?;
+    if addr != wanted {
+        say(&format!(
+            "{wanted} is taken: the trace receiver listens on {addr}"
+        ));
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let store = shop_tracestore::SpanStore::default();
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(error) = shop_tracestore::serve(listener, store, stopped).await {
+            say(&format!("the trace receiver stopped: {error}"));
+        }
+    });
+    Ok(TraceReceiver { addr, _stop: stop })
 }
 
 /// Seeds the demo products when catalog and inventory run; a failure is reported, not fatal
@@ -306,6 +357,7 @@ mod tests {
                 restarts: 0,
             }],
             tls: None,
+            traces: None,
         };
         let text = render_table(&state);
         let lines: Vec<&str> = text.lines().collect();

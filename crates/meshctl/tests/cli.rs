@@ -12,7 +12,7 @@
 //! dev-dependency on the service crates would not provide them. When the binaries are fresh
 //! (after `cargo nextest run --workspace` built them) that build is a no-op check.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed unwrap is a failed test
 #![allow(clippy::print_stdout)] // the commands' output, shown when the test fails
 
 use std::path::Path;
@@ -78,6 +78,11 @@ fn up_status_demo_down() {
         port(),
         "--nats-port".into(),
         port(),
+        // JSON lines with trace ids, and a line per call in every service (`call finished`).
+        "--log-format".into(),
+        "json".into(),
+        "--rust-log".into(),
+        "info,shop_runtime::observe=debug".into(),
     ];
     for name in [
         "identity",
@@ -172,6 +177,16 @@ fn up_status_demo_down() {
             assert!(line.ends_with("(as expected)"), "{order}: {said}");
         }
         assert_eq!(said.matches("saga ").count(), 3, "three timelines: {said}");
+        let confirmed = said
+            .lines()
+            .find(|l| l.contains("a mug paid with tok_visa"))
+            .unwrap();
+        let order_id = confirmed
+            .split(": order ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        trace_spans_every_service_and_logs_share_its_id(&dir, order_id);
         let status = String::from_utf8_lossy(&dir.meshctl(&["status"]).stdout).into_owned();
         assert!(status.contains("orders sagas: running"), "{status}");
 
@@ -246,4 +261,67 @@ fn up_status_demo_down() {
         "down is idempotent"
     );
     assert!(Path::new(&dir.0.path().join("logs/identity.log")).exists());
+}
+
+/// `meshctl trace ORDER_ID` draws one trace with spans of every service the order touched,
+/// its outbox publishes, consumes and saga steps; the JSON log lines of three services name
+/// that trace.
+fn trace_spans_every_service_and_logs_share_its_id(dir: &StateDir, order_id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let services = [
+        "orders",
+        "catalog",
+        "inventory",
+        "payments",
+        "payment-processor",
+        "shipping",
+        "notifications",
+    ];
+    let drawn = loop {
+        let trace = dir.meshctl(&["trace", order_id]);
+        let drawn = String::from_utf8_lossy(&trace.stdout).into_owned();
+        let complete = trace.status.success()
+            && services.iter().all(|service| {
+                drawn
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(2) == Some(*service))
+            })
+            && drawn.contains("process shop.shipping");
+        if complete {
+            break drawn;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every service in the trace of {order_id}:\n{drawn}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    for part in [
+        "shop.orders.v1.OrderService/PlaceOrder",
+        "send shop.orders.v1.order_confirmed",
+        "process shop.orders.v1.order_confirmed",
+        "saga order capture",
+    ] {
+        assert!(drawn.contains(part), "no {part} in\n{drawn}");
+    }
+    let header = drawn.lines().next().unwrap();
+    let trace_id = header
+        .strip_prefix("trace ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap();
+    assert_eq!(trace_id.len(), 32, "{header}");
+    assert!(dir.meshctl(&["trace", "--last"]).status.success());
+
+    // JSON log lines of the same request in three services carry its trace id.
+    for service in ["orders", "catalog", "inventory"] {
+        let log = std::fs::read_to_string(dir.0.path().join("logs").join(format!("{service}.log")))
+            .unwrap();
+        let line = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["trace_id"] == trace_id)
+            .unwrap_or_else(|| panic!("no {service} log line of trace {trace_id}"));
+        assert_eq!(line["service"], service, "{line}");
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    }
 }
