@@ -31,6 +31,7 @@ use crate::envelope::EventMeta;
 use crate::error::HandlerError;
 use crate::failures::{FailureLog, FailureRecord};
 use crate::handlers::Handlers;
+use crate::metrics::ConsumerMetrics;
 use crate::provision::ConsumerSpec;
 
 pub use crate::dead_letter::{
@@ -41,6 +42,9 @@ pub use crate::dead_letter::{
 /// How long one pull request waits on the server for messages. Short, so that handler slots
 /// freed while it waits are asked for again soon.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// How often the consumer's pending count is read for the metrics (at most; once per pull).
+const PENDING_REFRESH: Duration = Duration::from_secs(2);
 
 /// How often a waiting pull checks whether the connection came back.
 const RECONNECT_CHECK: Duration = Duration::from_millis(500);
@@ -63,6 +67,7 @@ pub struct ConsumerRunner {
     handlers: Handlers,
     unknown: UnknownEvents,
     concurrency: usize,
+    metrics: Option<ConsumerMetrics>,
 }
 
 /// How a delivery ends.
@@ -95,7 +100,15 @@ impl ConsumerRunner {
             handlers,
             unknown: UnknownEvents::Ack,
             concurrency: 1,
+            metrics: None,
         }
+    }
+
+    /// Counts deliveries, redeliveries and dead letters into `metrics`, and keeps the
+    /// consumer's pending count there fresh.
+    pub fn with_metrics(mut self, metrics: ConsumerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets the policy for unknown event types.
@@ -122,7 +135,17 @@ impl ConsumerRunner {
         let mut in_flight = FuturesUnordered::new();
         let start = |message| self.process(&failures, message);
         let mut pause = Duration::from_millis(100);
+        let mut pending_read: Option<std::time::Instant> = None;
         loop {
+            if let Some(metrics) = &self.metrics
+                && pending_read.is_none_or(|at| at.elapsed() >= PENDING_REFRESH)
+            {
+                pending_read = Some(std::time::Instant::now());
+                match consumer.get_info().await {
+                    Ok(info) => metrics.set_pending(&self.spec.durable, info.num_pending),
+                    Err(e) => debug!(error = %e, "consumer info not read"),
+                }
+            }
             // Ask only for what free handlers can start at once: a message the server has
             // sent is on its ack-wait clock, so it must not queue in a client buffer.
             let free = self.concurrency.saturating_sub(in_flight.len());
@@ -196,6 +219,11 @@ impl ConsumerRunner {
             }
         };
         let delivered = position.delivered;
+        if delivered > 1
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.redelivered(&self.spec.durable);
+        }
         let meta = EventMeta::from_headers(
             message.subject.as_str(),
             message.headers.as_ref(),
@@ -354,6 +382,11 @@ impl ConsumerRunner {
         if !matches!(outcome, Outcome::Ack { .. }) {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
+        let outcome_label = match &outcome {
+            Outcome::Ack { .. } => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::DeadLetter { .. } => "dead_letter",
+        };
         let (kind, clear) = match outcome {
             Outcome::Ack { clear } => (AckKind::Ack, clear),
             Outcome::Retry(delay) => (AckKind::Nak(Some(delay)), false),
@@ -366,7 +399,12 @@ impl ConsumerRunner {
                     record.failures,
                 );
                 match stored.await {
-                    Ok(()) => (AckKind::Term, true),
+                    Ok(()) => {
+                        if let Some(metrics) = &self.metrics {
+                            metrics.dead_lettered(&self.spec.durable);
+                        }
+                        (AckKind::Term, true)
+                    }
                     Err(e) => {
                         // Keep the original until its dead letter is stored: JetStream
                         // redelivers it without limit, and the record says to only move it.
@@ -388,6 +426,15 @@ impl ConsumerRunner {
             // Not fatal: the message is redelivered after ack_wait and the inbox dedups it.
             warn!(error = %e, "ack failed");
             return;
+        }
+        if let Some(metrics) = &self.metrics {
+            // A dead letter whose move failed is a retry, as it is acknowledged.
+            let outcome = if matches!(kind, AckKind::Nak(_)) {
+                "retry"
+            } else {
+                outcome_label
+            };
+            metrics.settled(&self.spec.durable, outcome);
         }
         if clear && let Err(e) = failures.clear(&position.key).await {
             // Harmless: a settled message is not delivered again; the record expires.

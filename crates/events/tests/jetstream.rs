@@ -221,7 +221,10 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_going() -> Resul
             }
         }
     });
-    let (stop, task) = spawn_runner(ConsumerRunner::new(bus.js.clone(), fast_spec(), handlers));
+    let metrics = shop_events::ConsumerMetrics::default();
+    let (stop, task) = spawn_runner(
+        ConsumerRunner::new(bus.js.clone(), fast_spec(), handlers).with_metrics(metrics.clone()),
+    );
     let poison = user("poison");
     bus.publisher.publish(&poison).await?;
     bus.publisher.publish(&user("invalid")).await?;
@@ -271,9 +274,20 @@ async fn poison_message_is_dead_lettered_and_the_consumer_keeps_going() -> Resul
         "permanent errors are not retried"
     );
 
+    // What the metrics say: three deliveries of the poison (two of them redeliveries, two
+    // retries), two dead letters, one event handled.
+    assert_eq!(metrics.redeliveries(DURABLE), 2);
+    assert_eq!(metrics.handled(DURABLE, "retry"), 2);
+    assert_eq!(metrics.handled(DURABLE, "dead_letter"), 2);
+    assert_eq!(metrics.dead_letters(DURABLE), 2);
+    assert_eq!(metrics.handled(DURABLE, "ack"), 1);
+
     // Still consuming after the poison.
     bus.publisher.publish(&user("later")).await?;
     wait_until(WAIT, || async { handled.load(Ordering::SeqCst) == 2 }).await?;
+    wait_until(WAIT, || async { metrics.handled(DURABLE, "ack") == 2 }).await?;
+    // Read from JetStream as the runner pulls: it falls to zero once all was delivered.
+    wait_until(WAIT, || async { metrics.pending(DURABLE) == 0 }).await?;
     stop.send(()).ok();
     task.await??;
     Ok(())

@@ -129,6 +129,7 @@ pub fn spawn(
     js: &jetstream::Context,
     pool: &PgPool,
     replicas: usize,
+    metrics: &shop_events::ConsumerMetrics,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     consumer_specs()
@@ -139,7 +140,8 @@ pub fn spawn(
                 pool: pool.clone(),
                 inbox: Arc::new(Inbox::new(spec.durable.clone())),
             };
-            let runner = ConsumerRunner::new(js.clone(), spec.clone(), handlers(&ctx));
+            let runner = ConsumerRunner::new(js.clone(), spec.clone(), handlers(&ctx))
+                .with_metrics(metrics.clone());
             let stream = StreamSpec::for_context(context).with_replicas(replicas);
             let dead_letter = StreamSpec::dead_letter().with_replicas(replicas);
             let js = js.clone();

@@ -59,6 +59,7 @@ pub struct App {
     replicas: usize,
     updates: broadcast::Sender<domain::Notification>,
     inbox_retention: InboxRetention,
+    consumer_metrics: shop_events::ConsumerMetrics,
 }
 
 impl std::fmt::Debug for App {
@@ -85,6 +86,10 @@ impl App {
         let (updates, _) = broadcast::channel(fanout::WATCH_BUFFER);
         let max_message = config.server.max_message_bytes;
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        let consumer_metrics = shop_events::ConsumerMetrics::default();
+        builder
+            .metrics()
+            .with_registry(|registry| consumer_metrics.register(registry));
         let service =
             grpc::NotificationsGrpc::new(pool.clone(), updates.clone(), builder.stopping());
         let server = builder
@@ -105,6 +110,7 @@ impl App {
             replicas: config.nats.nats_stream_replicas,
             updates,
             inbox_retention,
+            consumer_metrics,
         })
     }
 
@@ -127,7 +133,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RuntimeError> {
         let stop = CancellationToken::new();
-        let mut tasks = consumers::spawn(&self.js, &self.pool, self.replicas, &stop);
+        let mut tasks = consumers::spawn(
+            &self.js,
+            &self.pool,
+            self.replicas,
+            &self.consumer_metrics,
+            &stop,
+        );
         tasks.push(tokio::spawn(inbox::purge_until(
             self.pool.clone(),
             consumers::inboxes(),

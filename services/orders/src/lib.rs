@@ -78,6 +78,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     replicas: usize,
     outbox_metrics: shop_outbox::RelayMetrics,
+    consumer_metrics: shop_events::ConsumerMetrics,
     saga_metrics: SagaMetrics,
     steps: saga::Steps,
     saga_config: SagaConfig,
@@ -124,8 +125,10 @@ impl App {
         let outbox_metrics = shop_outbox::RelayMetrics::default();
         let saga_metrics = SagaMetrics::default();
         let builder = GrpcServerBuilder::new(config.server, shop_proto::FILE_DESCRIPTOR_SET);
+        let consumer_metrics = shop_events::ConsumerMetrics::default();
         builder.metrics().with_registry(|registry| {
             outbox_metrics.register(registry);
+            consumer_metrics.register(registry);
             saga_metrics.register(registry);
         });
         let clients = clients::Clients::connect(&config.dependencies, &builder).await?;
@@ -156,6 +159,7 @@ impl App {
             js,
             replicas: config.nats.nats_stream_replicas,
             outbox_metrics,
+            consumer_metrics,
             saga_metrics,
             saga_config: config.saga,
             worker,
@@ -202,7 +206,13 @@ impl App {
         .with_metrics(self.saga_metrics);
         let orders = spawn_worker(ORDER_SAGA, order_worker, stop.clone());
         let undo = spawn_worker(UNDO_SAGA, undo_worker, stop.clone());
-        let consumer = consumers::spawn(&self.js, &self.store, self.replicas, &stop);
+        let consumer = consumers::spawn(
+            &self.js,
+            &self.store,
+            self.replicas,
+            &self.consumer_metrics,
+            &stop,
+        );
         let relay = tokio::spawn(shop_runtime::outbox::relay_outbox(
             "orders",
             self.js,

@@ -205,10 +205,12 @@ pub fn spawn(
     store: &PgShippingStore,
     replicas: usize,
     concurrency: usize,
+    metrics: &shop_events::ConsumerMetrics,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let runner = ConsumerRunner::new(js.clone(), consumer_spec(), handlers(store))
-        .with_concurrency(concurrency);
+        .with_concurrency(concurrency)
+        .with_metrics(metrics.clone());
     let stream = StreamSpec::for_context(SOURCE_CONTEXT).with_replicas(replicas);
     let dead_letter = StreamSpec::dead_letter().with_replicas(replicas);
     let (js, stop) = (js.clone(), stop.clone());

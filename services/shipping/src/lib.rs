@@ -56,6 +56,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     replicas: usize,
     outbox_metrics: shop_outbox::RelayMetrics,
+    consumer_metrics: shop_events::ConsumerMetrics,
     sweep_interval: Duration,
     consumer_concurrency: usize,
     inbox_retention: InboxRetention,
@@ -104,6 +105,10 @@ impl App {
         builder
             .metrics()
             .with_registry(|registry| outbox_metrics.register(registry));
+        let consumer_metrics = shop_events::ConsumerMetrics::default();
+        builder
+            .metrics()
+            .with_registry(|registry| consumer_metrics.register(registry));
         let server = builder
             .add_service(
                 ShippingServiceServer::new(service)
@@ -124,6 +129,7 @@ impl App {
             js,
             replicas: config.nats.nats_stream_replicas,
             outbox_metrics,
+            consumer_metrics,
             sweep_interval: config.delivery.sweep_interval(),
             consumer_concurrency: config.delivery.consumer_concurrency,
             inbox_retention,
@@ -154,6 +160,7 @@ impl App {
             &self.store,
             self.replicas,
             self.consumer_concurrency,
+            &self.consumer_metrics,
             &stop,
         );
         let relay = tokio::spawn(shop_runtime::outbox::relay_outbox(

@@ -319,6 +319,11 @@ impl Mesh {
         self.orders.as_ref().expect("orders is running").0.clone()
     }
 
+    /// Shipping's admin port.
+    pub fn shipping_admin(&self) -> SocketAddr {
+        self.admins[2]
+    }
+
     /// Payments' admin port (`/metrics`, `/admin/state`).
     pub fn payments_admin(&self) -> SocketAddr {
         self.admins[1]

@@ -1,5 +1,5 @@
 //! `/metrics` as Prometheus scrapes it, parsed as OpenMetrics text: the RPC counters of server
-//! and client move with an order, the payments service's breaker to the processor opens when
+//! and client move with an order, shipping's consumer counts what it handled, the payments service's breaker to the processor opens when
 //! the processor fails and closes after, and the orders outbox backlog rises while NATS is down
 //! and drains once it is back.
 
@@ -144,6 +144,13 @@ async fn rpc_counters_breaker_state_and_outbox_backlog_show_in_metrics() {
             &[("dependency", "payments"), ("grpc_method", "Capture")]
         ) >= 1.0
     );
+    // Shipping consumed the confirmation; its consumer's counters and backlog show.
+    wait_for(mesh.shipping_admin(), "shipping's consumer counters", |s| {
+        value(s, "shop_events_handled_total", &[("outcome", "ack")]) >= 1.0
+            && s.keys()
+                .any(|(name, _)| name == "shop_events_consumer_pending")
+    })
+    .await;
 
     // The processor fails: payments' breaker to it opens, and closes once it answers again.
     let open = [("dependency", "payment-processor"), ("state", "open")];
