@@ -151,6 +151,11 @@ pin_project! {
     }
 }
 
+/// How many attempts an answered retryable call took (1: no retry), as an extension of its
+/// response, for metrics outside the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
 pin_project! {
     /// Response future of [`Retry`].
     pub struct ResponseFuture<S, F> {
@@ -538,7 +543,11 @@ where
                         return Poll::Ready(result);
                     };
                     let Some(backoff) = replay.backoff(&result) else {
-                        return Poll::Ready(result);
+                        let attempts = Attempts(replay.attempts);
+                        return Poll::Ready(result.map(|mut response| {
+                            response.extensions_mut().insert(attempts);
+                            response
+                        }));
                     };
                     Phase::Backoff {
                         sleep: tokio::time::sleep(backoff),

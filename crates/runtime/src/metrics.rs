@@ -61,6 +61,31 @@ pub struct ClientMethodLabels {
     pub grpc_method: String,
 }
 
+/// Labels of a local rejection on the server (`overloaded`, `rate_limited`,
+/// `deadline_exceeded`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Why the call was refused before a handler saw it.
+    pub reason: String,
+}
+
+/// Labels of a local rejection of a call to a dependency (`circuit_open`, `bulkhead_full`,
+/// `queue_timeout`, `deadline_exceeded`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientRejectionLabels {
+    /// The dependency.
+    pub dependency: String,
+    /// Why the client stack refused the call itself.
+    pub reason: String,
+}
+
+/// Labels of one dependency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    /// The dependency.
+    pub dependency: String,
+}
+
 /// Labels of one dependency's circuit breaker in one state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakerLabels {
@@ -89,6 +114,9 @@ pub struct Metrics {
     pub(crate) in_flight: Gauge,
     pub(crate) client_handled: Family<ClientCallLabels, Counter>,
     pub(crate) client_latency: ClientHistogramFamily,
+    pub(crate) server_rejected: Family<RejectionLabels, Counter>,
+    pub(crate) client_rejected: Family<ClientRejectionLabels, Counter>,
+    pub(crate) client_retries: Family<DependencyLabels, Counter>,
     breakers: Arc<Mutex<Vec<BreakerHandle>>>,
     breaker_state: Family<BreakerLabels, Gauge>,
 }
@@ -140,6 +168,25 @@ impl Metrics {
             "Time from the start of calls to dependencies to their last frame, retries included",
             client_latency.clone(),
         );
+        let server_rejected = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "grpc_server_rejected",
+            "Calls refused before a handler saw them: shed, rate limited, deadline passed",
+            server_rejected.clone(),
+        );
+        let client_rejected = Family::<ClientRejectionLabels, Counter>::default();
+        registry.register(
+            "grpc_client_rejected",
+            "Calls to dependencies refused by the client stack itself: breaker open, bulkhead \
+             full or its queue timed out, deadline passed",
+            client_rejected.clone(),
+        );
+        let client_retries = Family::<DependencyLabels, Counter>::default();
+        registry.register(
+            "grpc_client_retries",
+            "Extra attempts of calls to dependencies (idempotent methods only)",
+            client_retries.clone(),
+        );
         let breaker_state = Family::<BreakerLabels, Gauge>::default();
         registry.register(
             "client_breaker_state",
@@ -153,6 +200,9 @@ impl Metrics {
             in_flight,
             client_handled,
             client_latency,
+            server_rejected,
+            client_rejected,
+            client_retries,
             breakers: Arc::default(),
             breaker_state,
         }

@@ -28,7 +28,10 @@ use pin_project_lite::pin_project;
 use tracing::Instrument as _;
 
 use crate::{
-    metrics::{CallLabels, ClientCallLabels, ClientMethodLabels, MethodLabels, Metrics},
+    metrics::{
+        CallLabels, ClientCallLabels, ClientMethodLabels, ClientRejectionLabels, DependencyLabels,
+        MethodLabels, Metrics, RejectionLabels,
+    },
     request_id::RequestId,
 };
 
@@ -170,9 +173,62 @@ impl Drop for Pending {
     }
 }
 
+/// The label of a local rejection.
+fn rejection_reason(rejection: shop_resilience::Rejection) -> &'static str {
+    use shop_resilience::Rejection;
+    match rejection {
+        Rejection::CircuitOpen => "circuit_open",
+        Rejection::BulkheadFull => "bulkhead_full",
+        Rejection::QueueTimeout => "queue_timeout",
+        Rejection::DeadlineExceeded => "deadline_exceeded",
+        Rejection::Overloaded => "overloaded",
+        Rejection::RateLimited { .. } => "rate_limited",
+    }
+}
+
 impl Pending {
     fn finish(mut self, code: tonic::Code) {
         self.count(code);
+    }
+
+    /// Counts what the resilience layers say about the answer: a local rejection (shed, rate
+    /// limited, breaker open, bulkhead full, deadline) and, on a client, the retries it took.
+    fn noticed<B>(&self, response: &Response<B>) {
+        let rejection = shop_resilience::Rejection::of(response).map(rejection_reason);
+        match &self.side {
+            Side::Server => {
+                if let Some(reason) = rejection {
+                    self.metrics
+                        .server_rejected
+                        .get_or_create(&RejectionLabels {
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
+                }
+            }
+            Side::Client(dependency) => {
+                if let Some(reason) = rejection {
+                    self.metrics
+                        .client_rejected
+                        .get_or_create(&ClientRejectionLabels {
+                            dependency: dependency.to_string(),
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
+                }
+                if let Some(shop_resilience::retry::Attempts(attempts)) =
+                    response.extensions().get()
+                    && *attempts > 1
+                {
+                    self.metrics
+                        .client_retries
+                        .get_or_create(&DependencyLabels {
+                            dependency: dependency.to_string(),
+                        })
+                        .inc_by(u64::from(*attempts - 1));
+                }
+            }
+        }
     }
 
     fn count(&mut self, code: tonic::Code) {
@@ -276,6 +332,7 @@ impl<B: http_body::Body> http_body::Body for ObservedBody<B> {
 /// conventions (`{service}/{method}`, `rpc.system=grpc`).
 fn rpc_span(labels: &MethodLabels, side: &Side, request_id: &str) -> tracing::Span {
     let name = format!("{}/{}", labels.grpc_service, labels.grpc_method);
+    // (The name is built per call; see docs/benchmarks.md, "What tracing costs a call".)
     match side {
         Side::Server => tracing::info_span!(
             "grpc",
@@ -314,6 +371,7 @@ where
 {
     match future.await {
         Ok(response) => {
+            pending.noticed(&response);
             let (parts, body) = response.into_parts();
             // Trailers-only (an error before any message): the call is over.
             let pending = match shop_resilience::classify::status_code(&parts.headers) {

@@ -87,6 +87,17 @@ async fn made_up_paths_share_one_unknown_series() {
         .count();
     assert_eq!(handled, 2, "one series per status code: {text}");
     assert!(!text.contains("Nope"), "{text}");
+    // The rate-limited ones are also counted as rejections, by reason.
+    let limited = codes
+        .iter()
+        .filter(|c| **c == Some(tonic::Code::ResourceExhausted))
+        .count();
+    assert!(
+        text.contains(&format!(
+            "shop_grpc_server_rejected_total{{reason=\"rate_limited\"}} {limited}"
+        )),
+        "{text}"
+    );
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();

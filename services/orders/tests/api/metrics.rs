@@ -169,6 +169,24 @@ async fn rpc_counters_breaker_state_and_outbox_backlog_show_in_metrics() {
         value(s, "shop_client_breaker_state", &open) == 1.0
     })
     .await;
+    // Retried before it opened (the processor's methods are idempotent), refused locally
+    // while it is open.
+    wait_for(payments, "retries and local rejections", |s| {
+        value(
+            s,
+            "shop_grpc_client_retries_total",
+            &[("dependency", "payment-processor")],
+        ) >= 1.0
+            && value(
+                s,
+                "shop_grpc_client_rejected_total",
+                &[
+                    ("dependency", "payment-processor"),
+                    ("reason", "circuit_open"),
+                ],
+            ) >= 1.0
+    })
+    .await;
     mesh.set_behavior(Duration::ZERO, 0.0, false).await;
     wait_for(payments, "the breaker to close", |s| {
         value(s, "shop_client_breaker_state", &closed) == 1.0
