@@ -9,10 +9,8 @@ use shop_resilience::breaker::{BreakerHandle, BreakerState};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
+        counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge,
+        histogram::exponential_buckets,
     },
     registry::Registry,
 };
@@ -95,8 +93,17 @@ pub struct BreakerLabels {
     pub state: String,
 }
 
-type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
-type ClientHistogramFamily = Family<ClientMethodLabels, Histogram, fn() -> Histogram>;
+/// The exemplar of a latency bucket: the trace of a call that landed in it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    /// The call's trace id (32 hex digits), a sampled one.
+    pub trace_id: String,
+}
+
+/// A latency histogram whose buckets remember the trace of their latest sampled call.
+pub type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;
+type HistogramFamily = Family<MethodLabels, LatencyHistogram, fn() -> LatencyHistogram>;
+type ClientHistogramFamily = Family<ClientMethodLabels, LatencyHistogram, fn() -> LatencyHistogram>;
 
 /// Every breaker state, with its label value.
 const BREAKER_STATES: [(BreakerState, &str); 3] = [
@@ -127,9 +134,9 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn latency_histogram() -> Histogram {
+fn latency_histogram() -> LatencyHistogram {
     // 100 µs .. ~3.3 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+    HistogramWithExemplars::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
 impl Metrics {

@@ -30,7 +30,7 @@ use tracing::Instrument as _;
 use crate::{
     metrics::{
         CallLabels, ClientCallLabels, ClientMethodLabels, ClientRejectionLabels, DependencyLabels,
-        MethodLabels, Metrics, RejectionLabels,
+        MethodLabels, Metrics, RejectionLabels, TraceExemplar,
     },
     request_id::RequestId,
 };
@@ -243,15 +243,19 @@ impl Pending {
             self.span.record("otel.status_code", "ERROR");
         }
         let code = format!("{code:?}");
+        // An exemplar only for a sampled trace: one that a trace backend has.
+        let exemplar =
+            shop_trace::sampled_trace_id(&self.span).map(|trace_id| TraceExemplar { trace_id });
         let _entered = self.span.enter();
         tracing::debug!(grpc.code = %code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
         match &self.side {
             Side::Server => {
                 self.metrics.in_flight.dec();
-                self.metrics
-                    .latency
-                    .get_or_create(&self.labels)
-                    .observe(elapsed.as_secs_f64());
+                self.metrics.latency.get_or_create(&self.labels).observe(
+                    elapsed.as_secs_f64(),
+                    exemplar,
+                    None,
+                );
                 self.metrics
                     .handled
                     .get_or_create(&CallLabels {
@@ -269,7 +273,7 @@ impl Pending {
                         grpc_service: self.labels.grpc_service.clone(),
                         grpc_method: self.labels.grpc_method.clone(),
                     })
-                    .observe(elapsed.as_secs_f64());
+                    .observe(elapsed.as_secs_f64(), exemplar, None);
                 self.metrics
                     .client_handled
                     .get_or_create(&ClientCallLabels {

@@ -173,6 +173,15 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     })
 }
 
+/// The trace id of `span` if its trace is sampled (recorded and exported), for exemplars that
+/// point at a trace a backend has.
+pub fn sampled_trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = otel_context(span);
+    let otel = cx.span();
+    let context = otel.span_context();
+    (context.is_valid() && context.is_sampled()).then(|| context.trace_id().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -201,6 +210,7 @@ mod tests {
             let span = tracing::info_span!("server");
             assert!(set_parent(&span, &incoming));
             let (trace_id, span_id) = ids(&span).unwrap();
+            assert_eq!(sampled_trace_id(&span).as_deref(), Some(trace_id.as_str()));
             assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
             assert_ne!(
                 span_id, "00f067aa0ba902b7",

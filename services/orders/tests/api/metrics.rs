@@ -16,7 +16,7 @@ type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 /// Parses the OpenMetrics text format strictly enough to catch a broken exposition: comment
 /// lines are `# HELP|TYPE|UNIT name ...`, the last line is `# EOF`, every other line is
-/// `name{label="value",...} number`.
+/// `name{label="value",...} number`, optionally followed by an exemplar (` # {...} number`).
 fn parse_openmetrics(text: &str) -> Samples {
     let mut samples = Samples::new();
     let mut lines = text.lines().peekable();
@@ -35,7 +35,12 @@ fn parse_openmetrics(text: &str) -> Samples {
             );
             continue;
         }
-        let (series, value) = line
+        // An exemplar follows ` # ` on a bucket or counter line: `... 3 # {trace_id="…"} 0.2`.
+        let sample = line.split_once(" # ").map_or(line, |(sample, exemplar)| {
+            assert!(exemplar.starts_with('{'), "exemplar: {line}");
+            sample
+        });
+        let (series, value) = sample
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("sample: {line}"));
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
