@@ -61,11 +61,17 @@ where
 /// the row unless the event carries its own, so the relay's publish, and the consumers after
 /// it, continue the trace of the request that wrote the event.
 pub async fn add_encoded(tx: &mut PgConnection, event: &EncodedEvent) -> Result<(), OutboxError> {
-    let headers = if event.headers.contains_key(shop_trace::TRACEPARENT) {
+    let context = if event.headers.contains_key(shop_trace::TRACEPARENT) {
+        shop_trace::TraceFields::new()
+    } else {
+        shop_trace::current_context()
+    };
+    // The headers are copied only when there is a context to add (traces on).
+    let headers = if context.is_empty() {
         serde_json::to_string(&event.headers)?
     } else {
         let mut headers = event.headers.clone();
-        headers.extend(shop_trace::current_context());
+        headers.extend(context);
         serde_json::to_string(&headers)?
     };
     sqlx::query(

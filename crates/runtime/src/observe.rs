@@ -38,6 +38,9 @@ use crate::{
 /// The label value of every path that is not a served method.
 pub const UNKNOWN: &str = "unknown";
 
+/// The span name of every path that is not a served method.
+const UNKNOWN_SPAN: &str = "unknown/unknown";
+
 /// The gRPC methods a server serves, with their metric labels, searched by path.
 #[derive(Debug, Clone, Default)]
 pub struct KnownMethods {
@@ -87,14 +90,22 @@ impl KnownMethods {
         Self::new(descriptor_sets, &names)
     }
 
-    /// The labels of `path`: its service and method if served, else [`UNKNOWN`] for both.
-    fn labels(&self, path: &str) -> MethodLabels {
+    /// The labels of `path` (its service and method if served, else [`UNKNOWN`] for both) and
+    /// its span name (`pkg.Service/Method`, the served path without
+    /// its slash, so no name is built per call; `unknown/unknown` for any other path).
+    fn lookup(&self, path: &str) -> (MethodLabels, &str) {
         match self.paths.binary_search_by(|(p, _)| (**p).cmp(path)) {
-            Ok(found) => self.paths[found].1.clone(),
-            Err(_) => MethodLabels {
-                grpc_service: UNKNOWN.to_owned(),
-                grpc_method: UNKNOWN.to_owned(),
-            },
+            Ok(found) => {
+                let (path, labels) = &self.paths[found];
+                (labels.clone(), path.trim_start_matches('/'))
+            }
+            Err(_) => (
+                MethodLabels {
+                    grpc_service: UNKNOWN.to_owned(),
+                    grpc_method: UNKNOWN.to_owned(),
+                },
+                UNKNOWN_SPAN,
+            ),
         }
     }
 }
@@ -334,9 +345,7 @@ impl<B: http_body::Body> http_body::Body for ObservedBody<B> {
 
 /// A span for a call to `labels`, named and attributed after the OpenTelemetry RPC
 /// conventions (`{service}/{method}`, `rpc.system=grpc`).
-fn rpc_span(labels: &MethodLabels, side: &Side, request_id: &str) -> tracing::Span {
-    let name = format!("{}/{}", labels.grpc_service, labels.grpc_method);
-    // (The name is built per call; see docs/benchmarks.md, "What tracing costs a call".)
+fn rpc_span(labels: &MethodLabels, name: &str, side: &Side, request_id: &str) -> tracing::Span {
     match side {
         Side::Server => tracing::info_span!(
             "grpc",
@@ -415,13 +424,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let labels = self.methods.labels(request.uri().path());
+        let (labels, name) = self.methods.lookup(request.uri().path());
         let request_id = request
             .extensions()
             .get::<RequestId>()
             .and_then(|id| id.header_value().to_str().ok())
             .unwrap_or_default();
-        let span = rpc_span(&labels, &Side::Server, request_id);
+        let span = rpc_span(&labels, name, &Side::Server, request_id);
         // The caller's trace continues here (W3C traceparent in the metadata).
         shop_trace::set_parent(&span, request.headers());
         let future = {
@@ -499,9 +508,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
-        let labels = self.layer.methods.labels(request.uri().path());
+        let (labels, name) = self.layer.methods.lookup(request.uri().path());
         let side = Side::Client(self.layer.dependency.clone());
-        let span = rpc_span(&labels, &side, "");
+        let span = rpc_span(&labels, name, &side, "");
         shop_trace::inject_headers(&span, request.headers_mut());
         let future = {
             let _entered = span.enter();
@@ -701,11 +710,12 @@ mod tests {
     #[test]
     fn labels_only_known_methods() {
         let methods = test_methods();
-        let get = methods.labels("/shop.test.v1.TestService/Get");
+        let (get, name) = methods.lookup("/shop.test.v1.TestService/Get");
+        assert_eq!(name, "shop.test.v1.TestService/Get");
         assert_eq!(get.grpc_service, "shop.test.v1.TestService");
         assert_eq!(get.grpc_method, "Get");
         for path in ["/shop.test.v1.TestService/Nope", "/odd", "", "/x/y/z"] {
-            let labels = methods.labels(path);
+            let (labels, _) = methods.lookup(path);
             assert_eq!(
                 (labels.grpc_service.as_str(), labels.grpc_method.as_str()),
                 (UNKNOWN, UNKNOWN)

@@ -8,7 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shop_localinfra::{Signal, signal};
-use shop_proto::{orders::OrderStatus, processor::OperationKind};
+use shop_proto::{
+    orders::{Order, OrderStatus},
+    processor::OperationKind,
+};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{Mesh, MeshOptions};
@@ -107,16 +110,10 @@ pub async fn step_done(mesh: &Mesh, order_id: &str, step: &str) -> bool {
         > 0
 }
 
-#[tokio::test]
-async fn killed_between_authorize_and_capture_the_saga_resumes_and_captures_once() {
-    let mut mesh = Mesh::start_with(MeshOptions {
-        orders_in_process: false,
-        ..MeshOptions::default()
-    })
-    .await;
-    let logs = tempfile::tempdir().expect("tempdir");
-    let first = OrdersProcess::start(&mesh, "orders-first", &logs.path().join("first.log")).await;
-    mesh.use_orders(first.grpc, first.admin).await;
+/// Places an order (one mug, `tok_visa`) and lets its saga go through authorize, then turns
+/// the processor hard down so capture cannot: the run is held between the two, authorize
+/// recorded. Returns the order.
+pub async fn hold_between_authorize_and_capture(mesh: &mut Mesh) -> Order {
     let mug = mesh.product(20, 0, 5).await;
     // Answers take 300 ms: time to stop the processor between authorize and capture.
     mesh.set_behavior(Duration::from_millis(300), 0.0, false)
@@ -133,10 +130,24 @@ async fn killed_between_authorize_and_capture_the_saga_resumes_and_captures_once
     }
     // Capture cannot go through now; the saga retries it.
     mesh.set_behavior(Duration::ZERO, 0.0, true).await;
-    while !step_done(&mesh, &order.order_id, "authorize").await {
+    while !step_done(mesh, &order.order_id, "authorize").await {
         assert!(Instant::now() < deadline, "authorize not recorded");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    order
+}
+
+#[tokio::test]
+async fn killed_between_authorize_and_capture_the_saga_resumes_and_captures_once() {
+    let mut mesh = Mesh::start_with(MeshOptions {
+        orders_in_process: false,
+        ..MeshOptions::default()
+    })
+    .await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let first = OrdersProcess::start(&mesh, "orders-first", &logs.path().join("first.log")).await;
+    mesh.use_orders(first.grpc, first.admin).await;
+    let order = hold_between_authorize_and_capture(&mut mesh).await;
     let (_, epoch_before) = lease(&mesh, &order.order_id).await;
     first.kill9().await;
     assert_eq!(

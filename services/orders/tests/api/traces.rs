@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-use shop_proto::{orders::OrderStatus, processor::OperationKind};
+use shop_proto::orders::OrderStatus;
 
-use crate::crash::{OrdersProcess, step_done};
+use crate::crash::{OrdersProcess, hold_between_authorize_and_capture};
 use crate::helpers::{Mesh, MeshOptions};
 
 const PLACE_ORDER: &str = "shop.orders.v1.OrderService/PlaceOrder";
@@ -155,25 +155,8 @@ async fn one_order_is_one_trace_across_services_events_and_a_restart_of_orders()
         OrdersProcess::start_with_env(&mesh, "orders-first", &logs.path().join("first.log"), &otel)
             .await;
     mesh.use_orders(first.grpc, first.admin).await;
-    let mug = mesh.product(20, 0, 5).await;
     // As in the crash test: authorize goes through, capture cannot until the restart.
-    mesh.set_behavior(Duration::from_millis(300), 0.0, false)
-        .await;
-    let order = mesh.place(&[(&mug, 1)], "tok_visa").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while mesh
-        .approved(&order.order_id, OperationKind::Authorize)
-        .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "no authorization");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    mesh.set_behavior(Duration::ZERO, 0.0, true).await;
-    while !step_done(&mesh, &order.order_id, "authorize").await {
-        assert!(Instant::now() < deadline, "authorize not recorded");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let order = hold_between_authorize_and_capture(&mut mesh).await;
     // The first process has exported the request's span and its finished steps.
     received
         .until(&provider, "the first process's spans", |r| {
